@@ -1,0 +1,3 @@
+from irs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""The index pipeline and the `Index` facade: discover -> load -> embed images -> segment -> embed
+segments -> store, then search.
+
+Whole-image vectors for every new file are written first, so a folder is searchable before its slow
+segmentation finishes. Every step is resumable: rerunning `add_folder` skips what is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from irs.embed import Embedder
+from irs.load import LoadError, decode_image, discover
+from irs.records import BadFile, FileEntry, LoadedImage, SearchResult
+from irs.search import rank
+from irs.segment import Segmenter, make_segmenter, segment_image
+from irs.settings import Settings, load_settings
+from irs.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """One progress report: a stage, how far it is, and how fast it goes."""
+
+    stage: str  # "scan", "embed" or "segment"
+    done: int
+    total: int
+    started: float
+    path: str = ""
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        return (self.total - self.done) / self.rate if self.rate > 0 else None
+
+    def __str__(self) -> str:
+        eta = f"{self.eta:.0f}s" if self.eta is not None else "?"
+        return f"{self.stage}: {self.done}/{self.total} images, {self.rate:.1f}/s, ETA {eta}"
+
+
+@dataclass
+class IndexReport:
+    """What one `add_folder` run did."""
+
+    found: int = 0
+    added: int = 0  # files whose image was embedded in this run
+    reused: int = 0  # new paths whose bytes were already indexed (copies, renames)
+    unchanged: int = 0
+    removed: int = 0  # paths that vanished from the folder
+    segmented: int = 0
+    failed: list[BadFile] = field(default_factory=list)
+    stopped: bool = False
+
+
+ProgressFn = Callable[[Progress], Any]
+
+
+class Index:
+    """An irs database: open it, add folders to it, search it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings)
+        _write_config(settings)
+        self._embedder: Embedder | None = None
+        self._segmenter: Segmenter | None = None
+        self._segmenter_loaded = False
+        self._model_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, db: str | os.PathLike | None = None, **overrides: Any) -> Index:
+        """Open (or create) a database. Settings: defaults < profile < db/irs.toml < IRS_* < overrides."""
+        if db is not None:
+            overrides["db"] = str(db)
+        return cls(load_settings(overrides))
+
+    # models are loaded on first use: a search never loads SAM -------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        with self._model_lock:
+            if self._embedder is None:
+                from irs.models import load_clip
+
+                s = self.settings
+                clip = load_clip(s.clip_model, s.clip_pretrained, s.device)
+                self._embedder = Embedder(clip, s.batch_size, s.segment_background, s.crop_padding)
+                self.store.check_dimension(self._embedder.dim)
+        return self._embedder
+
+    @property
+    def segmenter(self) -> Segmenter | None:
+        with self._model_lock:
+            if not self._segmenter_loaded:
+                self._segmenter = make_segmenter(self.settings)
+                self._segmenter_loaded = True
+        return self._segmenter
+
+    # indexing -------------------------------------------------------------------------------------
+    def add_folder(
+        self,
+        folder: str | os.PathLike,
+        progress: ProgressFn | None = None,
+        stop: threading.Event | None = None,
+        segment: bool = True,
+    ) -> IndexReport:
+        """Index every image under `folder`; skip unchanged files, drop vanished ones.
+
+        `stop` (set from another thread) ends the run cleanly after the current batch; rerunning
+        continues where it stopped. With segment=False only whole-image vectors are made.
+        """
+        root = Path(folder).expanduser().resolve()
+        report = IndexReport()
+        entries, problems = discover(root, self.settings.extensions)
+        report.found = len(entries)
+        report.failed.extend(problems)
+
+        known = self.store.known_files()
+        on_disk = {e.path for e in entries}
+        prefix = str(root) + os.sep
+        vanished = [p for p in known if p.startswith(prefix) and p not in on_disk]
+        self.store.forget_paths(vanished)
+        self.store.clear_errors(vanished)
+        report.removed = len(vanished)
+
+        todo = []
+        for entry in entries:
+            old = known.get(entry.path)
+            state = self.store.image_state(old[0]) if old else None
+            if old and old[1:] == (entry.size, entry.mtime_ns) and state and state[0]:
+                report.unchanged += 1
+            else:
+                todo.append(entry)
+
+        stopped = self._embed_files(todo, report, progress, stop)
+        if not stopped and segment and self.segmenter is not None:
+            stopped = self._segment_pending(report, progress, stop)
+        self.store.collect_garbage()
+        self.store.record_errors(report.failed)
+        report.stopped = stopped
+        return report
+
+    def _embed_files(
+        self, todo: list[FileEntry], report: IndexReport, progress: ProgressFn | None, stop: threading.Event | None
+    ) -> bool:
+        """Stage 1: hash, decode and embed whole images, a batch at a time. Returns True if stopped."""
+        started = time.monotonic()
+        batch: list[tuple[FileEntry, LoadedImage]] = []
+        for n, entry in enumerate(todo, 1):
+            try:
+                data = Path(entry.path).read_bytes()
+            except OSError as err:
+                report.failed.append(BadFile(entry.path, f"cannot read file: {err.strerror or err}"))
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            state = self.store.image_state(sha)
+            if state and state[0]:
+                self.store.link_files([(entry, sha)])  # same bytes seen before: reuse the vectors
+                report.reused += 1
+            else:
+                try:
+                    image = decode_image(data, self.settings.max_pixels, self.settings.work_max_side, entry.path)
+                except LoadError as err:
+                    report.failed.append(BadFile(entry.path, str(err)))
+                    self.store.forget_paths([entry.path])  # its old content is gone from disk
+                else:
+                    batch.append((entry, image))
+            if len(batch) >= self.settings.batch_size or (n == len(todo) and batch):
+                self._flush_images(batch)
+                report.added += len(batch)
+                batch = []
+            if progress:
+                progress(Progress("embed", n, len(todo), started, entry.path))
+            if stop is not None and stop.is_set():
+                if batch:
+                    self._flush_images(batch)
+                    report.added += len(batch)
+                return True
+        return False
+
+    def _flush_images(self, batch: list[tuple[FileEntry, LoadedImage]]) -> None:
+        unique: dict[str, LoadedImage] = {}
+        for _, image in batch:
+            unique.setdefault(image.sha256, image)
+        vectors = self.embedder.images([Image.fromarray(im.pixels) for im in unique.values()])
+        self.store.add_images([(s, im.width, im.height) for s, im in unique.items()], vectors)
+        self.store.link_files([(entry, image.sha256) for entry, image in batch])
+
+    def _segment_pending(self, report: IndexReport, progress: ProgressFn | None, stop: threading.Event | None) -> bool:
+        """Stage 2: segment every embedded image that has no segments yet. Returns True if stopped."""
+        pending = self.store.pending_segmentation()
+        paths = self.store.paths_of(pending)
+        started = time.monotonic()
+        for n, sha in enumerate(pending, 1):
+            image = self._load_any(paths.get(sha, []), sha, report)
+            if image is not None:
+                segments = segment_image(self.segmenter, image.pixels, self.settings)
+                vectors = self.embedder.images(self.embedder.segment_crops(image.pixels, segments))
+                self.store.add_segments(sha, segments, vectors)
+                report.segmented += 1
+            if progress:
+                progress(Progress("segment", n, len(pending), started, paths.get(sha, [""])[0]))
+            if stop is not None and stop.is_set():
+                return True
+        return False
+
+    def _load_any(self, paths: list[str], sha: str, report: IndexReport) -> LoadedImage | None:
+        """Decode the first path that still holds these bytes."""
+        for path in paths:
+            try:
+                data = Path(path).read_bytes()
+            except OSError as err:
+                report.failed.append(BadFile(path, f"cannot read file: {err.strerror or err}"))
+                continue
+            if hashlib.sha256(data).hexdigest() != sha:
+                continue  # changed since stage 1; the next run re-embeds it
+            try:
+                return decode_image(data, self.settings.max_pixels, self.settings.work_max_side, path)
+            except LoadError as err:
+                report.failed.append(BadFile(path, str(err)))
+        return None
+
+    # search ---------------------------------------------------------------------------------------
+    def search(self, query: str, k: int = 10) -> list[SearchResult]:
+        """The k images that best match a text query, each with its best segment."""
+        vector = self.embedder.texts([query])[0]
+        return rank(self.store, vector, k, self.settings)
+
+    def errors(self) -> list[BadFile]:
+        """Files that could not be indexed, with reasons."""
+        return self.store.errors()
+
+    def stats(self) -> dict[str, Any]:
+        return self.store.stats()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _write_config(settings: Settings) -> None:
+    """On creation, record the profile and index settings in db/irs.toml so reopening needs no flags."""
+    path = Path(settings.db) / "irs.toml"
+    if path.exists():
+        return
+    lines = [
+        "# Written when this database was created. Index settings must stay as they are.",
+        f"profile = {_toml(settings.profile)}",
+    ]
+    lines += [f"{k} = {_toml(v)}" for k, v in settings.index_fingerprint().items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)

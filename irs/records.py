@@ -1,0 +1,105 @@
+"""Typed rows that flow through the pipeline: load -> segment -> embed -> store -> search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Box = tuple[float, float, float, float]  # normalised x0, y0, x1, y1 in 0..1
+Point = tuple[float, float]  # normalised x, y in 0..1
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file found on disk, before it is read."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image: RGB pixels at working resolution plus its identity."""
+
+    path: str
+    sha256: str
+    width: int  # original size, after EXIF orientation
+    height: int
+    pixels: np.ndarray  # HxWx3 uint8 at working resolution
+
+
+@dataclass
+class Segment:
+    """One region of an image, with its position in normalised coordinates."""
+
+    bbox: Box
+    centroid: Point
+    area: float  # fraction of the image
+    mask_rle: bytes  # compressed run-length mask, see irs.geometry
+    mask_shape: tuple[int, int]  # (height, width) of the mask
+    predicted_iou: float = 0.0
+    stability_score: float = 0.0
+    index: int = 0  # position within its image, 0 = best
+
+    def mask(self) -> np.ndarray:
+        """Decode the mask to an HxW bool array."""
+        from irs.geometry import rle_decode
+
+        return rle_decode(self.mask_rle, self.mask_shape)
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """A file that could not be indexed, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Match:
+    """The segment chosen for one query phrase, with the parts of its score."""
+
+    phrase: str
+    segment: Segment | None
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    """One ranked image: its best segment and the named parts of its score."""
+
+    path: str
+    sha256: str
+    score: float
+    parts: dict[str, float]
+    segment: Segment | None
+    paths: list[str] = field(default_factory=list)  # every path with these bytes
+    matches: list[Match] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """The `search --json` shape."""
+        return {
+            "path": self.path,
+            "paths": self.paths,
+            "sha256": self.sha256,
+            "score": round(self.score, 6),
+            "parts": {k: round(v, 6) for k, v in self.parts.items()},
+            "segment": segment_json(self.segment),
+        }
+
+
+def segment_json(segment: Segment | None) -> dict | None:
+    """A segment as plain JSON (position only; masks stay in the store)."""
+    if segment is None:
+        return None
+    return {
+        "index": segment.index,
+        "bbox": [round(v, 6) for v in segment.bbox],
+        "centroid": [round(v, 6) for v in segment.centroid],
+        "area": round(segment.area, 6),
+        "predicted_iou": round(segment.predicted_iou, 6),
+        "stability_score": round(segment.stability_score, 6),
+    }

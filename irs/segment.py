@@ -1,0 +1,125 @@
+"""Segment: split an image into regions. `SamSegmenter` runs Segment Anything's automatic mask generator.
+
+Every segmenter returns masks; `postprocess` turns them into the Segments irs stores: small ones
+dropped, near-duplicates dropped by mask IoU, the best N kept, each with its box, centroid and area.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from irs.geometry import mask_box, mask_centroid, rle_encode
+from irs.records import Segment
+from irs.settings import Settings
+
+
+@dataclass
+class Candidate:
+    """A raw mask from a segmenter with its quality scores."""
+
+    mask: np.ndarray  # HxW bool at working resolution
+    predicted_iou: float = 1.0
+    stability_score: float = 1.0
+
+
+class Segmenter(Protocol):
+    """Anything that turns HxWx3 uint8 pixels into candidate masks."""
+
+    name: str
+
+    def masks(self, pixels: np.ndarray) -> list[Candidate]: ...
+
+
+class SamSegmenter:
+    """Segment Anything's SamAutomaticMaskGenerator with irs's settings."""
+
+    def __init__(self, sam: object, settings: Settings) -> None:
+        from segment_anything import SamAutomaticMaskGenerator
+
+        self.name = f"sam:{settings.sam_model_type}"
+        self.generator = SamAutomaticMaskGenerator(
+            sam,
+            points_per_side=settings.points_per_side,
+            points_per_batch=settings.points_per_batch,
+            pred_iou_thresh=settings.pred_iou_thresh,
+            stability_score_thresh=settings.stability_score_thresh,
+            box_nms_thresh=settings.box_nms_thresh,
+            min_mask_region_area=settings.min_mask_region_area,
+            output_mode="binary_mask",
+        )
+
+    def masks(self, pixels: np.ndarray) -> list[Candidate]:
+        import torch
+
+        with torch.inference_mode():
+            annotations = self.generator.generate(pixels)
+        return [
+            Candidate(a["segmentation"], float(a["predicted_iou"]), float(a["stability_score"])) for a in annotations
+        ]
+
+
+def _small(mask: np.ndarray, side: int = 128) -> np.ndarray:
+    """A strided view of a mask, for cheap approximate IoU between many masks."""
+    step = max(1, max(mask.shape) // side)
+    return mask[::step, ::step]
+
+
+def postprocess(candidates: list[Candidate], min_area: float, dedup_iou: float, max_segments: int) -> list[Segment]:
+    """Filter and rank raw masks into at most `max_segments` Segments, best first."""
+    if not candidates:
+        return []
+    total = candidates[0].mask.size
+    scored = [c for c in candidates if c.mask.sum() / total >= min_area]
+    scored.sort(key=lambda c: c.predicted_iou * c.stability_score, reverse=True)
+
+    kept: list[Candidate] = []
+    kept_small: list[np.ndarray] = []
+    for cand in scored:
+        if len(kept) >= max_segments:
+            break
+        small = _small(cand.mask)
+        duplicate = False
+        for other in kept_small:
+            union = np.logical_or(small, other).sum()
+            if union and np.logical_and(small, other).sum() / union > dedup_iou:
+                duplicate = True
+                break
+        if not duplicate:
+            kept.append(cand)
+            kept_small.append(small)
+
+    return [
+        Segment(
+            bbox=mask_box(c.mask),
+            centroid=mask_centroid(c.mask),
+            area=float(c.mask.sum() / total),
+            mask_rle=rle_encode(c.mask),
+            mask_shape=(int(c.mask.shape[0]), int(c.mask.shape[1])),
+            predicted_iou=c.predicted_iou,
+            stability_score=c.stability_score,
+            index=i,
+        )
+        for i, c in enumerate(kept)
+    ]
+
+
+def make_segmenter(settings: Settings) -> Segmenter | None:
+    """The segmenter the settings name, or None for whole-image-only indexing."""
+    if settings.segmenter == "none":
+        return None
+    if settings.segmenter == "sam":
+        from irs.models import load_sam
+
+        sam = load_sam(settings.sam_model_type, settings.sam_checkpoint, settings.cache_dir, settings.device)
+        return SamSegmenter(sam, settings)
+    raise ValueError(f"setting 'segmenter': unknown segmenter {settings.segmenter!r}; one of sam, none")
+
+
+def segment_image(segmenter: Segmenter, pixels: np.ndarray, settings: Settings) -> list[Segment]:
+    """Run a segmenter and its post-processing on one image."""
+    return postprocess(
+        segmenter.masks(pixels), settings.min_segment_area, settings.segment_dedup_iou, settings.max_segments
+    )
