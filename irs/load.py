@@ -89,7 +89,7 @@ def decode_image(data: bytes, max_pixels: int, max_side: int, path: str = "") ->
         except Image.DecompressionBombError as err:
             raise LoadError(f"over the pixel cap: {err}") from None
         except OSError as err:
-            raise LoadError(f"cannot decode image header: {err}") from None
+            raise LoadError(f"truncated or corrupt image header: {err}") from None
 
         width, height = image.size
         if width * height > max_pixels:

@@ -69,6 +69,19 @@ def _segment_from_meta(meta: dict[str, Any]) -> Segment:
     )
 
 
+def _segment_from_row(r: tuple) -> Segment:
+    return Segment(
+        bbox=(r[1], r[2], r[3], r[4]),
+        centroid=(r[5], r[6]),
+        area=r[7],
+        mask_rle=r[10],
+        mask_shape=(r[11], r[12]),
+        predicted_iou=r[8],
+        stability_score=r[9],
+        index=r[0],
+    )
+
+
 class Store:
     """One irs database: a folder with `irs.sqlite` and (unless a server is used) `chroma/`."""
 
@@ -255,19 +268,17 @@ class Store:
                 "FROM segments WHERE sha256=? ORDER BY idx",
                 (sha,),
             ).fetchall()
-        return [
-            Segment(
-                bbox=(r[1], r[2], r[3], r[4]),
-                centroid=(r[5], r[6]),
-                area=r[7],
-                mask_rle=r[10],
-                mask_shape=(r[11], r[12]),
-                predicted_iou=r[8],
-                stability_score=r[9],
-                index=r[0],
-            )
-            for r in rows
-        ]
+        return [_segment_from_row(r) for r in rows]
+
+    def segment(self, sha: str, idx: int) -> Segment | None:
+        """One stored segment with its mask."""
+        with self._lock:
+            r = self.sql.execute(
+                "SELECT idx, x0, y0, x1, y1, cx, cy, area, predicted_iou, stability, mask, mask_h, mask_w "
+                "FROM segments WHERE sha256=? AND idx=?",
+                (sha, idx),
+            ).fetchone()
+        return None if r is None else _segment_from_row(r)
 
     def segment_count(self, shas: Iterable[str]) -> dict[str, int]:
         shas = list(shas)

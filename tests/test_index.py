@@ -1,0 +1,147 @@
+"""The index pipeline: incremental, resumable, bad files recorded, nothing lost or doubled."""
+
+import io
+import shutil
+import threading
+
+import numpy as np
+from PIL import Image
+
+from irs.index import Index
+from irs.synthetic import write_folder
+
+
+def counts(index: Index) -> tuple[int, int, int, int]:
+    """(files, images, image vectors, segment vectors), checking SQLite and Chroma agree."""
+    s = index.stats()
+    assert index.store.images.count() == s["images"]
+    assert index.store.segments.count() == s["segments"]
+    return s["files"], s["images"], index.store.images.count(), index.store.segments.count()
+
+
+def test_index_then_search_finds_segments(index, scenes_folder, tmp_path):
+    report = index.add_folder(scenes_folder)
+    assert (report.found, report.added, report.segmented, report.failed) == (8, 8, 8, [])
+    files, images, vecs, segs = counts(index)
+    assert (files, images, vecs) == (8, 8, 8) and segs >= 8
+    results = index.search("a red circle", k=5)
+    assert len(results) == 5
+    assert all(r.path.startswith(str(scenes_folder)) for r in results)
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+    for r in results:
+        assert set(r.parts) == {"image", "segment", "fused"}
+        assert r.segment is not None and r.segment.mask().any()
+
+
+def test_rerun_skips_unchanged(index, scenes_folder):
+    index.add_folder(scenes_folder)
+    before = counts(index)
+    again = index.add_folder(scenes_folder)
+    assert (again.unchanged, again.added, again.segmented) == (8, 0, 0)
+    assert counts(index) == before
+
+
+def test_add_modify_delete_rename_duplicate(index, tmp_path):
+    folder = tmp_path / "photos"
+    scenes = write_folder(folder, 5, seed=11, side=128)
+    index.add_folder(folder)
+    assert counts(index)[:3] == (5, 5, 5)
+
+    # add one file, and a byte-identical copy of another (a duplicate: one image, two paths)
+    write_folder(tmp_path / "more", 1, seed=99, side=128)
+    shutil.copy(tmp_path / "more" / "scene_00000.png", folder / "new.png")
+    shutil.copy(folder / "scene_00001.png", folder / "copy_of_1.png")
+    r = index.add_folder(folder)
+    assert (r.added, r.reused, r.unchanged) == (1, 1, 5)
+    assert counts(index)[:3] == (7, 6, 6)
+    dup = [res for res in index.search("shape", k=10) if "copy_of_1.png" in " ".join(res.paths)]
+    assert len(dup) == 1 and len(dup[0].paths) == 2  # one result, both paths
+
+    # modify a file: new bytes, old vectors replaced
+    Image.fromarray(np.flipud(scenes[2].image)).save(folder / "scene_00002.png")
+    r = index.add_folder(folder)
+    assert (r.added, r.unchanged) == (1, 6)
+    assert counts(index)[:3] == (7, 6, 6)
+
+    # rename: the same bytes at a new path reuse the stored work
+    (folder / "scene_00003.png").rename(folder / "renamed.png")
+    r = index.add_folder(folder)
+    assert (r.added, r.reused, r.removed, r.segmented) == (0, 1, 1, 0)
+    assert counts(index)[:3] == (7, 6, 6)
+
+    # delete: the path goes; its image goes too once no path refers to it
+    (folder / "scene_00004.png").unlink()
+    (folder / "copy_of_1.png").unlink()
+    r = index.add_folder(folder)
+    assert r.removed == 2
+    files, images, vecs, _ = counts(index)
+    assert (files, images, vecs) == (5, 5, 5)
+    paths = {p for res in index.search("shape", k=10) for p in res.paths}
+    assert str(folder / "scene_00004.png") not in paths and str(folder / "scene_00001.png") in paths
+
+
+def test_bad_files_are_recorded_and_the_batch_goes_on(index, tmp_path):
+    folder = tmp_path / "mixed"
+    write_folder(folder, 3, seed=2, side=96)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not an image")
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (folder / "cut.jpg").write_bytes(buf.getvalue()[:300])
+    report = index.add_folder(folder)
+    assert report.added == 3
+    reasons = {b.path.rsplit("/", 1)[1]: b.reason for b in index.errors()}
+    assert set(reasons) == {"empty.jpg", "notes.jpg", "cut.jpg"}
+    assert "empty" in reasons["empty.jpg"] and "not an image" in reasons["notes.jpg"]
+    assert "truncated" in reasons["cut.jpg"]
+    # fixing a file clears its error on the next run
+    Image.new("RGB", (20, 20)).save(folder / "notes.jpg", "JPEG")
+    index.add_folder(folder)
+    assert {b.path.rsplit("/", 1)[1] for b in index.errors()} == {"empty.jpg", "cut.jpg"}
+
+
+def test_whole_images_are_searchable_before_segmentation(index, scenes_folder):
+    report = index.add_folder(scenes_folder, segment=False)
+    assert report.segmented == 0 and index.stats()["segments"] == 0
+    results = index.search("a blue square", k=3)
+    assert len(results) == 3 and all(r.segment is None for r in results)
+    assert all(r.parts["segment"] == r.parts["image"] for r in results)  # the whole image stands in
+    report = index.add_folder(scenes_folder)
+    assert report.segmented == 8 and all(r.segment is not None for r in index.search("a blue square", k=3))
+
+
+def test_stop_then_resume(index, scenes_folder):
+    stop = threading.Event()
+    seen = []
+
+    def progress(p):
+        seen.append(p)
+        if p.stage == "segment" and p.done == 3:
+            stop.set()
+
+    report = index.add_folder(scenes_folder, progress=progress, stop=stop)
+    assert report.stopped and report.segmented == 3
+    assert str(seen[-1]).startswith("segment: 3/8 images")
+    report = index.add_folder(scenes_folder)
+    assert not report.stopped and (report.unchanged, report.segmented) == (8, 5)
+    assert index.stats()["segmented"] == 8
+
+
+def test_two_folders_do_not_remove_each_other(index, tmp_path):
+    write_folder(tmp_path / "a", 2, seed=1, side=96)
+    write_folder(tmp_path / "b", 2, seed=2, side=96)
+    index.add_folder(tmp_path / "a")
+    index.add_folder(tmp_path / "b")
+    assert index.stats()["files"] == 4
+
+
+def test_reopen_without_flags_uses_the_databases_settings(index, scenes_folder, monkeypatch):
+    index.add_folder(scenes_folder, segment=False)
+    db = index.settings.db
+    index.close()
+    for key in list(__import__("os").environ):
+        if key.startswith("IRS_"):
+            monkeypatch.delenv(key)
+    with Index.open(db) as again:  # irs.toml in the database carries the test profile
+        assert again.settings.profile == "test"
+        assert len(again.search("anything", k=2)) == 2

@@ -1,0 +1,144 @@
+"""Discover and load: every awkward file a real photo folder holds, built inside the test."""
+
+import io
+
+import numpy as np
+import pytest
+from badinput import (
+    EXPECTED,
+    exif_rotated,
+    huge_png_header,
+    jpeg_bytes,
+    make_bad_input_folder,
+    noise,
+    palette_with_transparency,
+    png_bytes,
+    sixteen_bit_png,
+)
+from PIL import Image
+
+from irs.load import LoadError, decode_image, discover, load_image
+
+CAP = 50_000_000
+
+
+def test_plain_rgb_jpeg():
+    img = decode_image(jpeg_bytes(Image.new("RGB", (64, 48), (200, 10, 10))), CAP, 1024)
+    assert img.pixels.shape == (48, 64, 3) and img.pixels.dtype == np.uint8
+    assert (img.width, img.height) == (64, 48)
+    assert img.pixels[24, 32, 0] > 150
+
+
+def test_zero_bytes():
+    with pytest.raises(LoadError, match="empty file"):
+        decode_image(b"", CAP, 1024)
+
+
+def test_text_file_named_jpg(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("this is not a picture\n")
+    with pytest.raises(LoadError, match="not an image"):
+        load_image(str(path), CAP, 1024)
+
+
+def test_truncated_jpeg():
+    data = jpeg_bytes(noise(128, 128))
+    with pytest.raises(LoadError, match="truncated or corrupt"):
+        decode_image(data[: len(data) // 2], CAP, 1024)
+
+
+def test_png_header_claiming_100000_square_is_refused_before_decoding():
+    with pytest.raises(LoadError, match="over the pixel cap"):
+        decode_image(huge_png_header(100_000, 100_000), CAP, 1024)
+
+
+def test_pixel_cap_is_a_setting():
+    data = png_bytes(Image.new("RGB", (100, 100)))
+    with pytest.raises(LoadError, match="100x100 = 10,000 pixels > max_pixels 9,999"):
+        decode_image(data, 9_999, 1024)
+    assert decode_image(data, 10_000, 1024).width == 100
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    img = decode_image(jpeg_bytes(Image.new("CMYK", (32, 32), (0, 255, 255, 0))), CAP, 1024)
+    r, g, b = img.pixels[16, 16]
+    assert img.pixels.shape == (32, 32, 3) and r > 200 and g < 60 and b < 60  # cyan-free, magenta+yellow: red
+
+
+def test_16_bit_png_is_scaled_not_clipped():
+    data = sixteen_bit_png()
+    img = decode_image(data, CAP, 1024)
+    assert img.pixels[0, 0, 0] == 255
+    assert 120 <= img.pixels[0, 12, 0] <= 135  # half range stays half, not clipped to 255
+
+
+def test_palette_with_transparency_is_composited_on_white():
+    data = palette_with_transparency()
+    img = decode_image(data, CAP, 1024)
+    assert tuple(img.pixels[4, 4]) == (255, 255, 255)  # transparent index -> white
+    assert tuple(img.pixels[0, 0]) == (0, 0, 255)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "1", "RGBA", "I", "F"])
+def test_other_modes_become_rgb(mode):
+    image = Image.new(mode, (10, 6))
+    img = decode_image(_tiff(image) if mode in ("I", "F") else png_bytes(image), CAP, 1024)
+    assert img.pixels.shape == (6, 10, 3)
+
+
+def _tiff(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "TIFF")
+    return buf.getvalue()
+
+
+def test_exif_orientation_is_applied():
+    img = decode_image(exif_rotated(), CAP, 1024)
+    assert img.pixels.shape == (40, 20, 3)  # portrait after rotation
+    assert (img.width, img.height) == (20, 40)
+    assert img.pixels[5, 10].mean() > 200 and img.pixels[35, 10].mean() < 50  # the white half is now on top
+
+
+def test_large_image_is_decoded_down_to_working_size():
+    data = jpeg_bytes(Image.new("RGB", (2000, 1000), (0, 90, 0)))
+    img = decode_image(data, CAP, 256)
+    assert max(img.pixels.shape[:2]) == 256
+    assert (img.width, img.height) == (2000, 1000)  # the original size is remembered
+
+
+def test_identity_is_the_sha256_of_the_bytes():
+    data = png_bytes(Image.new("RGB", (4, 4)))
+    import hashlib
+
+    assert decode_image(data, CAP, 64).sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_discover_walks_recursively_skips_hidden_and_survives_link_loops(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / ".hidden").mkdir()
+    for rel in ["one.jpg", "a/two.PNG", "a/b/three.webp", ".secret.jpg", ".hidden/four.jpg", "a/readme.txt"]:
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "a" / "b" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    entries, problems = discover(tmp_path, (".jpg", ".png", ".webp"))
+    names = sorted(e.path.removeprefix(str(tmp_path) + "/") for e in entries)
+    assert names == ["a/b/three.webp", "a/two.PNG", "one.jpg"]
+    assert [p.path for p in problems] == [str(tmp_path / "dangling.jpg")]
+    assert "cannot read file" in problems[0].reason
+
+
+def test_discover_rejects_a_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        discover(tmp_path / "missing", (".jpg",))
+
+
+def test_bad_input_folder_flags_each_bad_file_with_its_reason_and_indexes_the_rest(index, tmp_path):
+    folder = make_bad_input_folder(tmp_path / "bad-input")
+    report = index.add_folder(folder, segment=False)
+    reasons = {b.path.rsplit("/", 1)[1]: b.reason for b in index.errors()}
+    flagged = {name for name, why in EXPECTED.items() if why}
+    assert set(reasons) == flagged
+    for name in flagged:
+        assert reasons[name].startswith(EXPECTED[name]), (name, reasons[name])
+    assert report.added == len(EXPECTED) - len(flagged)
+    assert index.stats()["files"] == len(EXPECTED) - len(flagged)
