@@ -22,7 +22,7 @@ run: sample
 	IRS_PROFILE=$${IRS_PROFILE:-test} $(PY) -m irs --db irs-db search "a red circle on the left" -k 5
 
 lint: setup
-	$(PY) -m ruff check irs tests bench app.py pages
+	$(PY) -m ruff check .
 
 test: setup lint
 	$(PY) -m pytest -q
