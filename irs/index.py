@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from irs.embed import Embedder
 from irs.load import LoadError, decode_image, discover
+from irs.query import ParsedQuery, parse_query
 from irs.records import BadFile, FileEntry, LoadedImage, SearchResult
-from irs.search import rank
+from irs.search import QueryVectors, rank
 from irs.segment import Segmenter, make_segmenter, segment_image
 from irs.settings import Settings, load_settings
 from irs.store import Store
@@ -238,8 +240,20 @@ class Index:
     # search ---------------------------------------------------------------------------------------
     def search(self, query: str, k: int = 10) -> list[SearchResult]:
         """The k images that best match a text query, each with its best segment."""
-        vector = self.embedder.texts([query])[0]
-        return rank(self.store, vector, k, self.settings)
+        parsed = parse_query(query)
+        return rank(self.store, parsed, self.query_vectors(parsed), k, self.settings)
+
+    def query_vectors(self, parsed: ParsedQuery) -> QueryVectors:
+        """Embed a parsed query: the whole of it, each phrase, each negative term (one batch)."""
+        texts = [t.text for t in parsed.terms] or [parsed.text]
+        texts += [p.text for p in parsed.phrases] + [n.text for n in parsed.negatives]
+        vecs = self.embedder.texts(texts)
+        n_terms = len(parsed.terms) or 1
+        weights = np.array([t.weight for t in parsed.terms] or [1.0])[:, None]
+        whole = (vecs[:n_terms] * weights).sum(axis=0)  # rclip-style weighted sum of the positive terms
+        whole = whole / max(float(np.linalg.norm(whole)), 1e-12)
+        n_phrases = len(parsed.phrases)
+        return QueryVectors(whole, list(vecs[n_terms : n_terms + n_phrases]), list(vecs[n_terms + n_phrases :]))
 
     def errors(self) -> list[BadFile]:
         """Files that could not be indexed, with reasons."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from irs.query import ParsedQuery
 
 Box = tuple[float, float, float, float]  # normalised x0, y0, x1, y1 in 0..1
 Point = tuple[float, float]  # normalised x, y in 0..1
@@ -77,7 +81,8 @@ class SearchResult:
     parts: dict[str, float]
     segment: Segment | None
     paths: list[str] = field(default_factory=list)  # every path with these bytes
-    matches: list[Match] = field(default_factory=list)
+    matches: list[Match] = field(default_factory=list)  # the segment matched for each query phrase
+    parsed: ParsedQuery | None = None
 
     def to_json(self) -> dict:
         """The `search --json` shape."""
@@ -88,6 +93,15 @@ class SearchResult:
             "score": round(self.score, 6),
             "parts": {k: round(v, 6) for k, v in self.parts.items()},
             "segment": segment_json(self.segment),
+            "parsed": self.parsed.to_json() if self.parsed else None,
+            "matches": [
+                {
+                    "phrase": m.phrase,
+                    "segment": segment_json(m.segment),
+                    "parts": {k: round(v, 6) for k, v in m.parts.items()},
+                }
+                for m in self.matches
+            ],
         }
 
 

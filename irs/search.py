@@ -1,132 +1,300 @@
-"""Query and rank: text in, ranked images out, each with its best segment and its score parts.
+"""Query and rank: a parsed query in, ranked images out, each with the segment matched for every phrase
+and the parts of its score.
 
-    fused = weight_image * image_sim + weight_segment * segment_sim
+For one image with segments S (an image without segments lets its whole image stand in as one):
 
-image_sim is the cosine similarity of the query to the whole image; segment_sim that of the query to
-the image's best segment. An image without segments (not segmented yet, or none found) lets its whole
-image stand in: segment_sim = image_sim.
+    phrase score   a(p, s) = sim(p, s) + weight_position * (position_fit(p, s) - 1)
+    phrase unit    max over s of a(p, s)
+    relation unit  max over s != t of (a(p1, s) + a(p2, t)) / 2 + weight_relation * (relation_fit(s, t) - 1)
+    objects        the weighted mean of the units (a phrase in a relation counts in the relation only)
+    fused          weight_image * image_sim + weight_segment * objects - weight_negative * sum(w * sim(neg, image))
 
-Candidates come from two vector queries: the nearest `image_pool` images and the nearest
-`segment_pool` segments; nothing scans all segments. The answer is still exact (the threshold
-algorithm): an image with segments but none in the pool gets the pool's lowest similarity as a
-provisional segment_sim, and its own segments are fetched and scored before it is returned; an image
-in neither pool can score at most the bound made of the two pools' lowest similarities, and when the
-k-th result falls below that bound, both pools grow and the ranking is redone.
+image_sim compares the whole query (always embedded, so unparsed meaning still counts) with the whole
+image. A plain query ("a red car") is one phrase without position: fused = weight_image * image_sim +
+weight_segment * best-segment similarity.
+
+Candidates come from vector queries only, never a scan of all segments: the nearest `image_pool`
+images for the whole query and the nearest `segment_pool` segments for each phrase. Each candidate
+gets an upper bound from those pools (a position or relation fit never adds); candidates whose bound
+could reach the top k have all their segments fetched and scored exactly, until the top k are exact.
+When an image outside every pool could still beat the k-th score (its bound is made of the pools'
+lowest similarities), the pools grow and the ranking is redone. The top k are therefore the true top k.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from irs.records import SearchResult, Segment
+from irs.query import ParsedQuery, Phrase
+from irs.records import Match, SearchResult, Segment
 from irs.settings import Settings
+from irs.spatial import position_fit, relation_fit
 from irs.store import Store
+
+WHOLE_IMAGE = Segment(
+    bbox=(0.0, 0.0, 1.0, 1.0), centroid=(0.5, 0.5), area=1.0, mask_rle=b"", mask_shape=(0, 0), index=-1
+)
+
+
+@dataclass
+class QueryVectors:
+    """Normalised text vectors: the whole query, one per phrase, one per negative term."""
+
+    whole: np.ndarray
+    phrases: list[np.ndarray]
+    negatives: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class Scored:
+    """An exactly scored image."""
+
+    fused: float
+    parts: dict[str, float]
+    matches: list[Match]
 
 
 @dataclass
 class Candidate:
     sha256: str
     image_sim: float
-    segment: Segment | None
-    segment_sim: float | None  # None: no segments, the whole image stands in
-    exact: bool
-
-    def parts(self, settings: Settings) -> dict[str, float]:
-        seg = self.image_sim if self.segment_sim is None else self.segment_sim
-        fused = settings.weight_image * self.image_sim + settings.weight_segment * seg
-        return {"image": self.image_sim, "segment": seg, "fused": fused}
-
-    def fused(self, settings: Settings) -> float:
-        return self.parts(settings)["fused"]
+    hits: list[tuple[Segment, float] | None]  # best pool hit per phrase
+    scored: Scored | None = None
 
 
-@dataclass
-class Pool:
-    candidates: dict[str, Candidate]
-    unseen_bound: float | None  # best score an image outside the pools could have; None: none is outside
+def _units(parsed: ParsedQuery) -> list[tuple[str, int]]:
+    """("relation", r) for each relation, ("phrase", p) for each phrase in none."""
+    in_relation = {i for r in parsed.relations for i in (r.subject, r.object)}
+    return [("relation", i) for i in range(len(parsed.relations))] + [
+        ("phrase", i) for i in range(len(parsed.phrases)) if i not in in_relation
+    ]
 
 
-def gather(store: Store, query: np.ndarray, n_images: int, n_segments: int, settings: Settings) -> Pool:
-    """Candidates from the nearest images and the nearest segments, with exact image similarities."""
-    image_sims = store.query_images(query, n_images)
-    hits = store.query_segments(query, n_segments)
-    best: dict[str, tuple[Segment, float]] = {}
-    for hit in hits:  # best first, so the first hit of an image is its best segment
-        best.setdefault(hit.sha256, (hit.segment, hit.similarity))
-    image_floor = min(image_sims.values()) if len(image_sims) == n_images else None
-    segment_floor = hits[-1].similarity if len(hits) == n_segments else None
+def _unit_weight(parsed: ParsedQuery, unit: tuple[str, int]) -> float:
+    kind, i = unit
+    if kind == "phrase":
+        return parsed.phrases[i].weight
+    rel = parsed.relations[i]
+    return (parsed.phrases[rel.subject].weight + parsed.phrases[rel.object].weight) / 2
 
-    shas = list(dict.fromkeys([*image_sims, *best]))
-    for sha, vec in store.image_vectors([s for s in shas if s not in image_sims]).items():
-        image_sims[sha] = float(vec @ query)
-    counts = store.segment_count(shas)
 
-    candidates: dict[str, Candidate] = {}
-    for sha in shas:
-        if sha not in image_sims:
-            continue  # removed while we were looking
-        if sha in best:
-            seg, sim = best[sha]
-            candidates[sha] = Candidate(sha, image_sims[sha], seg, sim, True)
-        elif counts.get(sha, 0) == 0 or segment_floor is None:
-            candidates[sha] = Candidate(sha, image_sims[sha], None, None, True)
+def score_image(
+    parsed: ParsedQuery,
+    segments: list[Segment],
+    sims: np.ndarray,
+    image_sim: float,
+    negative: float,
+    settings: Settings,
+) -> Scored:
+    """The exact score of one image (see the module doc).
+
+    `sims[s, p]` is the similarity of segment s to phrase p (-inf where it is known not to matter);
+    `negative` is the weighted sum of the negative terms' similarities to the whole image.
+    """
+    w_pos, w_rel = settings.weight_position, settings.weight_relation
+    fits = np.array([[position_fit(p.position, s.centroid) for p in parsed.phrases] for s in segments])
+    scores = sims + w_pos * (fits - 1)
+
+    chosen: dict[int, tuple[int, float]] = {}  # phrase -> (segment row, relation fit or NaN)
+    unit_scores = []
+    for kind, i in _units(parsed):
+        if kind == "phrase":
+            row = int(np.argmax(scores[:, i]))
+            chosen[i] = (row, float("nan"))
+            unit_scores.append(float(scores[row, i]))
+            continue
+        rel = parsed.relations[i]
+        best = (-np.inf, 0, 0, 0.0)
+        for s, subject in enumerate(segments):
+            for t, obj in enumerate(segments):
+                if s == t and len(segments) > 1:
+                    continue
+                fit = relation_fit(rel.predicate, subject.bbox, subject.centroid, obj.bbox, obj.centroid)
+                value = (scores[s, rel.subject] + scores[t, rel.object]) / 2 + w_rel * (fit - 1)
+                if value > best[0]:
+                    best = (value, s, t, fit)
+        chosen[rel.subject], chosen[rel.object] = (best[1], best[3]), (best[2], best[3])
+        unit_scores.append(float(best[0]))
+
+    weights = [_unit_weight(parsed, u) for u in _units(parsed)]
+    objects = float(np.dot(weights, unit_scores) / sum(weights))
+    fused = settings.weight_image * image_sim + settings.weight_segment * objects - settings.weight_negative * negative
+
+    matches = []
+    for i, phrase in enumerate(parsed.phrases):
+        row, fit = chosen[i]
+        parts = {"similarity": float(sims[row, i]), "position": float(fits[row, i]), "score": float(scores[row, i])}
+        if fit == fit:  # not NaN: this phrase is part of a relation
+            parts["relation"] = fit
+        matches.append(Match(phrase.text, segments[row], parts))
+    parts = {"image": image_sim, "segment": objects, "fused": fused}
+    positioned = [m.parts["position"] for m, p in zip(matches, parsed.phrases) if p.position]
+    if positioned:
+        parts["position"] = float(np.mean(positioned))
+    if parsed.relations:
+        parts["relation"] = float(np.mean([m.parts["relation"] for m in matches if "relation" in m.parts]))
+    if parsed.negatives:
+        parts["negative"] = negative
+    return Scored(fused, parts, matches)
+
+
+def _upper_bound(parsed: ParsedQuery, unit_bounds: dict[int, float], image_sim: float, settings: Settings) -> float:
+    """A score no image can beat given per-phrase similarity bounds (fits only ever subtract)."""
+    values, weights = [], []
+    for unit in _units(parsed):
+        kind, i = unit
+        if kind == "phrase":
+            values.append(unit_bounds[i])
         else:
-            candidates[sha] = Candidate(sha, image_sims[sha], None, segment_floor, False)
-
-    bound = None
-    if image_floor is not None:
-        w_i, w_s = settings.weight_image, settings.weight_segment
-        bound = (w_i + w_s) * image_floor  # an unseen image without segments
-        if segment_floor is not None:
-            bound = max(bound, w_i * image_floor + w_s * segment_floor)
-    return Pool(candidates, bound)
+            rel = parsed.relations[i]
+            values.append((unit_bounds[rel.subject] + unit_bounds[rel.object]) / 2)
+        weights.append(_unit_weight(parsed, unit))
+    objects = float(np.dot(weights, values) / sum(weights)) if values else image_sim
+    negative_room = settings.weight_negative * sum(n.weight for n in parsed.negatives)  # sim >= -1
+    return settings.weight_image * image_sim + settings.weight_segment * objects + negative_room
 
 
-def exact_top(store: Store, query: np.ndarray, pool: Pool, k: int, settings: Settings) -> list[Candidate]:
-    """The k best candidates, resolving provisional segment scores until the top k are all exact."""
-    candidates = pool.candidates
-    while True:
-        ordered = sorted(candidates.values(), key=lambda c: c.fused(settings), reverse=True)[:k]
-        provisional = [c.sha256 for c in ordered if not c.exact]
-        if not provisional:
-            return ordered
-        for sha in provisional:
-            candidates[sha].segment, candidates[sha].segment_sim = None, None
-        for sha, seg, vec in store.segment_vectors(provisional):
-            sim = float(vec @ query)
-            cand = candidates[sha]
-            if cand.segment_sim is None or sim > cand.segment_sim:
-                cand.segment, cand.segment_sim = seg, sim
-        for sha in provisional:
-            candidates[sha].exact = True
-
-
-def rank(store: Store, query: np.ndarray, k: int, settings: Settings) -> list[SearchResult]:
-    """The k best images for a query vector (see the module doc for the score)."""
+def rank(store: Store, parsed: ParsedQuery, vectors: QueryVectors, k: int, settings: Settings) -> list[SearchResult]:
+    """The k best images for a parsed query (see the module doc)."""
     if k <= 0:
         return []
-    if settings.weight_image < 0 or settings.weight_segment < 0:
-        raise ValueError("settings 'weight_image' and 'weight_segment' must not be negative")
+    for name in ("weight_image", "weight_segment", "weight_position", "weight_relation", "weight_negative"):
+        if getattr(settings, name) < 0:
+            raise ValueError(f"setting {name!r} must not be negative")
+    if not parsed.phrases:  # nothing to look for in segments: the whole query against whole images
+        parsed = ParsedQuery(parsed.text, (Phrase(parsed.text),), (), parsed.negatives, parsed.weighted, parsed.terms)
+        vectors = QueryVectors(vectors.whole, [vectors.whole], vectors.negatives)
     n_images, n_segments = max(settings.image_pool, k), max(settings.segment_pool, k)
     while True:
-        pool = gather(store, query, n_images, n_segments, settings)
-        top = exact_top(store, query, pool, k, settings)
-        if pool.unseen_bound is None or (len(top) == k and top[-1].fused(settings) >= pool.unseen_bound):
+        top, unseen_bound = _rank_pools(store, parsed, vectors, k, settings, n_images, n_segments)
+        if unseen_bound is None or (len(top) == k and top[-1].scored.fused >= unseen_bound):
             break
         n_images, n_segments = n_images * 4, n_segments * 4
+    return _results(store, parsed, top)
 
+
+def _rank_pools(
+    store: Store,
+    parsed: ParsedQuery,
+    vectors: QueryVectors,
+    k: int,
+    settings: Settings,
+    n_images: int,
+    n_segments: int,
+) -> tuple[list[Candidate], float | None]:
+    image_sims = store.query_images(vectors.whole, n_images)
+    image_floor = min(image_sims.values()) if len(image_sims) == n_images else None
+    use_segments = settings.weight_segment > 0
+    phrase_hits: list[dict[str, tuple[Segment, float]]] = []
+    floors: list[float | None] = []
+    for vec in vectors.phrases:
+        hits = store.query_segments(vec, n_segments) if use_segments else []
+        best: dict[str, tuple[Segment, float]] = {}
+        for hit in hits:  # best first: the first hit of an image is its most similar segment
+            best.setdefault(hit.sha256, (hit.segment, hit.similarity))
+        phrase_hits.append(best)
+        floors.append(hits[-1].similarity if use_segments and len(hits) == n_segments else None)
+
+    shas = list(dict.fromkeys([*image_sims, *(sha for hits in phrase_hits for sha in hits)]))
+    for sha, vec in store.image_vectors([s for s in shas if s not in image_sims]).items():
+        image_sims[sha] = float(vec @ vectors.whole)
+    candidates = {
+        sha: Candidate(sha, image_sims[sha], [hits.get(sha) for hits in phrase_hits])
+        for sha in shas
+        if sha in image_sims
+    }
+
+    in_relation = {i for r in parsed.relations for i in (r.subject, r.object)}
+    pool_exact = [p.position is None and i not in in_relation for i, p in enumerate(parsed.phrases)]
+
+    def bound(c: Candidate) -> float:
+        if c.scored is not None:
+            return c.scored.fused
+        unit = {}
+        for i, hit in enumerate(c.hits):
+            options = [v for v in (hit[1] if hit else None, floors[i]) if v is not None]
+            unit[i] = max(options) if options else 1.0  # unknown: this image's segments were never seen
+        if not use_segments:
+            unit = dict.fromkeys(unit, c.image_sim)
+        return _upper_bound(parsed, unit, c.image_sim, settings)
+
+    # A plain phrase whose pool holds this image's most similar segment is exact without fetching.
+    for cand in candidates.values():
+        if not use_segments and not vectors.negatives:
+            cand.scored = _whole_image_only(cand.image_sim, 0.0, settings)
+        elif use_segments and not vectors.negatives and all(pool_exact) and all(h is not None for h in cand.hits):
+            segments = [h[0] for h in cand.hits]
+            sims = np.full((len(segments), len(segments)), -np.inf)
+            np.fill_diagonal(sims, [h[1] for h in cand.hits])  # other entries cannot beat the pool hits
+            cand.scored = score_image(parsed, segments, sims, cand.image_sim, 0.0, settings)
+
+    while True:
+        ordered = sorted(candidates.values(), key=bound, reverse=True)[:k]
+        todo = [c.sha256 for c in ordered if c.scored is None]
+        if not todo:
+            break
+        fetched: dict[str, list[tuple[Segment, np.ndarray]]] = {sha: [] for sha in todo}
+        if use_segments:
+            for sha, seg, vec in store.segment_vectors(todo):
+                fetched[sha].append((seg, vec))
+        need_image = [sha for sha in todo if not fetched[sha] or vectors.negatives]
+        image_vecs = store.image_vectors(need_image)
+        phrase_matrix = np.stack(vectors.phrases).T
+        for sha in todo:
+            cand = candidates[sha]
+            negative = 0.0
+            if vectors.negatives:
+                negative = sum(
+                    n.weight * float(v @ image_vecs[sha]) for n, v in zip(parsed.negatives, vectors.negatives)
+                )
+            if not use_segments:
+                cand.scored = _whole_image_only(cand.image_sim, negative, settings)
+                continue
+            pairs = fetched[sha] or [(WHOLE_IMAGE, image_vecs[sha])]
+            sims = np.stack([v for _, v in pairs]) @ phrase_matrix
+            cand.scored = score_image(parsed, [s for s, _ in pairs], sims, cand.image_sim, negative, settings)
+
+    unseen = None
+    if image_floor is not None:
+        unit = {i: (f if f is not None else 1.0) for i, f in enumerate(floors)}
+        if not use_segments:
+            unit = dict.fromkeys(unit, image_floor)
+        unseen = _upper_bound(parsed, unit, image_floor, settings)
+    return ordered, unseen
+
+
+def _whole_image_only(image_sim: float, negative: float, settings: Settings) -> Scored:
+    """The score when segments are switched off (weight_segment = 0): the whole image alone."""
+    fused = settings.weight_image * image_sim - settings.weight_negative * negative
+    return Scored(fused, {"image": image_sim, "fused": fused}, [])
+
+
+def _results(store: Store, parsed: ParsedQuery, top: list[Candidate]) -> list[SearchResult]:
     paths = store.paths_of([c.sha256 for c in top])
-    return [
-        SearchResult(
-            path=paths[c.sha256][0],
-            paths=paths[c.sha256],
-            sha256=c.sha256,
-            score=c.fused(settings),
-            parts=c.parts(settings),
-            segment=store.segment(c.sha256, c.segment.index) if c.segment else None,
+    results = []
+    for cand in top:
+        if not paths.get(cand.sha256):
+            continue
+        matches = [Match(m.phrase, _stored(store, cand.sha256, m.segment), m.parts) for m in cand.scored.matches]
+        results.append(
+            SearchResult(
+                path=paths[cand.sha256][0],
+                paths=paths[cand.sha256],
+                sha256=cand.sha256,
+                score=cand.scored.fused,
+                parts=cand.scored.parts,
+                segment=matches[0].segment if matches else None,
+                matches=matches,
+                parsed=parsed,
+            )
         )
-        for c in top
-        if paths.get(c.sha256)
-    ]
+    return results
+
+
+def _stored(store: Store, sha: str, segment: Segment | None) -> Segment | None:
+    """The stored segment with its mask; None for the whole-image stand-in."""
+    if segment is None or segment.index < 0:
+        return None
+    return store.segment(sha, segment.index)

@@ -75,6 +75,9 @@ class Settings:
     # search
     weight_image: float = 0.5  # fused = weight_image * image_sim + weight_segment * segment_sim
     weight_segment: float = 0.5
+    weight_position: float = 0.5  # how much a poor position fit costs a phrase (see irs.search)
+    weight_relation: float = 0.5  # how much a poor relation fit costs a pair of phrases
+    weight_negative: float = 0.5  # how much a "-term" costs
     image_pool: int = 100  # candidates from the image collection
     segment_pool: int = 400  # candidates from the segment collection
 

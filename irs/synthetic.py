@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from irs.geometry import mask_box, mask_centroid
 from irs.records import Box, Point
 
-SHAPES = ("circle", "square", "triangle", "star")
+SHAPES = ("circle", "square", "triangle", "star", "hexagon", "cross", "diamond", "heart")
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 50),
@@ -23,6 +23,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "yellow": (240, 210, 20),
     "purple": (140, 40, 180),
     "orange": (245, 130, 20),
+    "white": (250, 250, 250),
+    "black": (15, 15, 15),
 }
 SIZES: dict[str, float] = {"small": 0.16, "large": 0.28}  # diameter as a fraction of the side
 ROWS = ("top", "middle", "bottom")
@@ -87,47 +89,53 @@ class Scene:
 
 
 def _background(rng: np.random.Generator, side: int) -> np.ndarray:
-    """Muted low-frequency texture plus fine grain, so shapes sit on something like a photo."""
-    base = rng.uniform(90, 200, size=3)
-    coarse = rng.normal(0, 18, size=(6, 6, 3))
-    texture = (
-        np.asarray(
-            Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize(
-                (side, side), Image.Resampling.BICUBIC
-            ),
-            dtype=np.float32,
-        )
-        - 128
-    )
-    grain = rng.normal(0, 6, size=(side, side, 1))
+    """Muted, low-saturation texture plus fine grain, so shapes sit on something like a photo."""
+    base = rng.uniform(100, 170) + rng.uniform(-12, 12, size=3)
+    coarse = rng.normal(0, 12, size=(6, 6, 3))
+    small = Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8))
+    texture = np.asarray(small.resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32) - 128
+    grain = rng.normal(0, 5, size=(side, side, 1))
     return np.clip(base + texture + grain, 0, 255).astype(np.uint8)
+
+
+def _polygon(centre: tuple[float, float], radii: list[float], angle: float) -> list[tuple[float, float]]:
+    """Vertices at evenly spaced angles (starting straight up) with the given radii."""
+    cx, cy = centre
+    step = 2 * math.pi / len(radii)
+    return [
+        (cx + r * math.cos(angle + k * step - math.pi / 2), cy + r * math.sin(angle + k * step - math.pi / 2))
+        for k, r in enumerate(radii)
+    ]
 
 
 def _shape_mask(shape: str, centre: tuple[float, float], radius: float, side: int, angle: float) -> np.ndarray:
     canvas = Image.new("L", (side, side), 0)
     draw = ImageDraw.Draw(canvas)
     cx, cy = centre
+    r = radius
     if shape == "circle":
-        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=255)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
     elif shape == "square":
-        r = radius * 0.85
-        draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=255)
+        draw.polygon(_polygon(centre, [r * 1.2] * 4, angle + math.pi / 4), fill=255)
+    elif shape == "diamond":
+        draw.polygon(_polygon(centre, [r, r * 0.7, r, r * 0.7], angle), fill=255)
     elif shape == "triangle":
-        pts = [
-            (
-                cx + radius * math.cos(angle + k * 2 * math.pi / 3 - math.pi / 2),
-                cy + radius * math.sin(angle + k * 2 * math.pi / 3 - math.pi / 2),
-            )
-            for k in range(3)
-        ]
-        draw.polygon(pts, fill=255)
+        draw.polygon(_polygon(centre, [r] * 3, angle), fill=255)
+    elif shape == "hexagon":
+        draw.polygon(_polygon(centre, [r] * 6, angle + math.pi / 6), fill=255)
     elif shape == "star":
-        pts = []
-        for k in range(10):
-            r = radius if k % 2 == 0 else radius * 0.45
-            a = angle + k * math.pi / 5 - math.pi / 2
-            pts.append((cx + r * math.cos(a), cy + r * math.sin(a)))
-        draw.polygon(pts, fill=255)
+        draw.polygon(_polygon(centre, [r, r * 0.45] * 5, angle), fill=255)
+    elif shape == "cross":
+        arm = r * 0.35
+        draw.rectangle([cx - r, cy - arm, cx + r, cy + arm], fill=255)
+        draw.rectangle([cx - arm, cy - r, cx + arm, cy + r], fill=255)
+    elif shape == "heart":
+        lobe = r * 0.5
+        draw.ellipse([cx - 2 * lobe, cy - r * 0.75, cx, cy - r * 0.75 + 2 * lobe], fill=255)
+        draw.ellipse([cx, cy - r * 0.75, cx + 2 * lobe, cy - r * 0.75 + 2 * lobe], fill=255)
+        draw.polygon(
+            [(cx - 2 * lobe * 0.97, cy - r * 0.15), (cx + 2 * lobe * 0.97, cy - r * 0.15), (cx, cy + r)], fill=255
+        )
     else:
         raise ValueError(f"unknown shape {shape!r}")
     return np.asarray(canvas) > 127

@@ -3,23 +3,47 @@
 import numpy as np
 import pytest
 
-from irs.search import rank
+from irs.query import parse_query
+from irs.records import Segment
+from irs.search import WHOLE_IMAGE, rank, score_image
 
 
-def brute_force(index, query: np.ndarray, settings) -> list[tuple[str, float]]:
-    """Score every image in Python from every stored vector (what rank must agree with)."""
+def brute_force(index, parsed, vectors, settings) -> list[tuple[str, float]]:
+    """Score every image from every stored vector, no pools, no bounds (what rank must agree with)."""
     imgs = index.store.images.get(include=["embeddings"])
     segs = index.store.segments.get(include=["embeddings", "metadatas"])
-    best: dict[str, float] = {}
+    by_image: dict[str, list] = {}
     for meta, vec in zip(segs["metadatas"], segs["embeddings"]):
-        sim = float(np.asarray(vec) @ query)
-        best[meta["image"]] = max(best.get(meta["image"], -2.0), sim)
+        seg = Segment(
+            bbox=(meta["x0"], meta["y0"], meta["x1"], meta["y1"]),
+            centroid=(meta["cx"], meta["cy"]),
+            area=meta["area"],
+            mask_rle=b"",
+            mask_shape=(0, 0),
+            index=meta["idx"],
+        )
+        by_image.setdefault(meta["image"], []).append((seg, np.asarray(vec, np.float32)))
     scored = []
     for sha, vec in zip(imgs["ids"], imgs["embeddings"]):
-        image_sim = float(np.asarray(vec) @ query)
-        seg = best.get(sha, image_sim)
-        scored.append((sha, settings.weight_image * image_sim + settings.weight_segment * seg))
+        vec = np.asarray(vec, np.float32)
+        pairs = by_image.get(sha) or [(WHOLE_IMAGE, vec)]
+        sims = np.stack([v for _, v in pairs]) @ np.stack(vectors.phrases).T
+        negative = sum(n.weight * float(v @ vec) for n, v in zip(parsed.negatives, vectors.negatives))
+        s = score_image(parsed, [p for p, _ in pairs], sims, float(vec @ vectors.whole), negative, settings)
+        scored.append((sha, s.fused))
     return sorted(scored, key=lambda t: t[1], reverse=True)
+
+
+QUERIES = [
+    "a red circle",
+    "a green star at the top",
+    "blue",
+    "a red circle left of a blue square",
+    "a cat and a dog in the top right",
+    "circle -red",
+    "2:square +star",
+    "a red circle and a green star",
+]
 
 
 @pytest.mark.parametrize("image_pool,segment_pool", [(100, 400), (1, 1), (2, 3), (0, 5)])
@@ -28,20 +52,36 @@ def test_rank_agrees_with_brute_force_for_any_pool_size(index, scenes_folder, im
     settings = index.settings.replace(
         image_pool=image_pool, segment_pool=segment_pool, weight_image=0.3, weight_segment=0.7
     )
-    for text in ["a red circle", "a green star at the top", "blue"]:
-        query = index.embedder.texts([text])[0]
-        expected = brute_force(index, query, settings)[:4]
-        got = rank(index.store, query, 4, settings)
-        assert [r.sha256 for r in got] == [sha for sha, _ in expected]
-        assert [r.score for r in got] == pytest.approx([s for _, s in expected], abs=1e-5)
+    for text in QUERIES:
+        parsed = parse_query(text)
+        vectors = index.query_vectors(parsed)
+        expected = brute_force(index, parsed, vectors, settings)[:4]
+        got = rank(index.store, parsed, vectors, 4, settings)
+        assert [r.score for r in got] == pytest.approx([s for _, s in expected], abs=1e-5), text
+        assert [r.sha256 for r in got] == [sha for sha, _ in expected], text
         for r in got:
-            assert r.parts["fused"] == pytest.approx(0.3 * r.parts["image"] + 0.7 * r.parts["segment"])
+            assert r.parts["fused"] == pytest.approx(r.score)
+            assert len(r.matches) == len(parsed.phrases)
+
+
+def test_whole_image_mode_ignores_segments(index, scenes_folder):
+    index.add_folder(scenes_folder)
+    settings = index.settings.replace(weight_segment=0.0, weight_image=1.0)
+    parsed = parse_query("a red circle in the top left")
+    vectors = index.query_vectors(parsed)
+    got = rank(index.store, parsed, vectors, 3, settings)
+    imgs = index.store.images.get(include=["embeddings"])
+    sims = sorted((float(np.asarray(v) @ vectors.whole) for v in imgs["embeddings"]), reverse=True)[:3]
+    assert [r.score for r in got] == pytest.approx(sims, abs=1e-5)
+    assert all(r.segment is None and r.matches == [] for r in got)
 
 
 def test_best_segment_is_the_most_similar_one(index, scenes_folder):
     index.add_folder(scenes_folder)
-    query = index.embedder.texts(["a yellow triangle"])[0]
-    for r in rank(index.store, query, 3, index.settings):
+    parsed = parse_query("a yellow triangle")
+    vectors = index.query_vectors(parsed)
+    query = vectors.phrases[0]
+    for r in rank(index.store, parsed, vectors, 3, index.settings):
         stored = [(seg, vec) for sha, seg, vec in index.store.segment_vectors([r.sha256])]
         best = max(stored, key=lambda sv: float(sv[1] @ query))[0]
         assert r.segment.index == best.index

@@ -1,0 +1,231 @@
+"""Query understanding: a text query -> object phrases, absolute positions, relations, weighted terms.
+
+The parser is deterministic and never fails: any text gives a ParsedQuery (possibly with no structure).
+The whole query is always embedded too (see irs.search), so whatever the parser does not understand
+still counts. README "Query syntax" has the table of phrases and their meanings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# Absolute positions, longest phrasings first. "(?!\s+of\b)" keeps "on the left of X" a relation.
+_NOT_OF = r"(?!\s+of\b)"
+_CORNERS = {
+    "top left": r"(?:top|upper)[\s-]*left|left[\s-]*(?:top|upper)",
+    "top right": r"(?:top|upper)[\s-]*right|right[\s-]*(?:top|upper)",
+    "bottom left": r"(?:bottom|lower)[\s-]*left|left[\s-]*(?:bottom|lower)",
+    "bottom right": r"(?:bottom|lower)[\s-]*right|right[\s-]*(?:bottom|lower)",
+}
+POSITION_PATTERNS: list[tuple[str, str]] = [
+    *[
+        (
+            name,
+            rf"\b(?:(?:in|at|on)\s+(?:the\s+)?)?(?:{words})(?:\s+(?:corner|side|part|area))?"
+            rf"(?:\s+of\s+the\s+(?:image|picture|photo|frame))?{_NOT_OF}\b",
+        )
+        for name, words in _CORNERS.items()
+    ],
+    (
+        "centre",
+        r"\b(?:(?:in|at)\s+(?:the\s+)?)?(?:centre|center|middle)(?:\s+of\s+the\s+(?:image|picture|photo|frame))?"
+        rf"{_NOT_OF}\b|\bcent(?:er|r)ed\b",
+    ),
+    *[
+        (
+            name,
+            rf"\b(?:(?:on|at|in|to)\s+(?:the\s+)?)?(?:{word})(?:\s+(?:side|half|edge|part))?"
+            rf"(?:\s+of\s+the\s+(?:image|picture|photo|frame))?{_NOT_OF}\b",
+        )
+        for name, word in [("left", "left"), ("right", "right"), ("top", "top|upper"), ("bottom", "bottom|lower")]
+    ],
+]
+_POSITION_RES = [(name, re.compile(pattern)) for name, pattern in POSITION_PATTERNS]
+# "top" alone must not swallow "on top of"; "left"/"right" alone must not swallow "left of".
+
+# Relations between two objects: phrasing -> canonical predicate. Longest first.
+RELATION_WORDS: list[tuple[str, str]] = [
+    ("to the left of", "left of"),
+    ("on the left of", "left of"),
+    ("left of", "left of"),
+    ("to the right of", "right of"),
+    ("on the right of", "right of"),
+    ("right of", "right of"),
+    ("on top of", "on top of"),
+    ("next to", "next to"),
+    ("close to", "near"),
+    ("near to", "near"),
+    ("inside of", "inside"),
+    ("underneath", "below"),
+    ("beneath", "below"),
+    ("beside", "next to"),
+    ("inside", "inside"),
+    ("within", "inside"),
+    ("above", "above"),
+    ("below", "below"),
+    ("under", "below"),
+    ("over", "above"),
+    ("near", "near"),
+]
+# "on" and "in" are relations only before an article: "a cup on a table", "a dog in the car".
+_ARTICLE_RELATIONS = [("on", "on top of"), ("in", "inside")]
+_RELATION_RE = re.compile(
+    r"\b(?:"
+    + "|".join(re.escape(w) for w, _ in RELATION_WORDS)
+    + r")\b|\b(?:on|in)\b(?=\s+(?:a|an|the|some|my|his|her|their)\b)"
+)
+_RELATION_OF = dict(RELATION_WORDS) | dict(_ARTICLE_RELATIONS)
+
+_CONJUNCTION_RE = re.compile(r"\s*,\s*(?:and\s+)?|\s+and\s+|\s*;\s*")
+_LEADING_WORDS = {"and", "is", "are", "that", "which", "who", "with", "of", "to", "on", "in", "at"}
+_TRAILING_WORDS = _LEADING_WORDS | {"a", "an", "the"}
+MAX_QUERY_CHARS = 1000  # longer queries are cut (CLIP reads far less than this anyway)
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """An object to find, optionally with where it should be."""
+
+    text: str
+    position: str | None = None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Relation:
+    """`phrases[subject]` stands in `predicate` to `phrases[object]`."""
+
+    subject: int
+    predicate: str
+    object: int
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    text: str
+    phrases: tuple[Phrase, ...] = ()
+    relations: tuple[Relation, ...] = ()
+    negatives: tuple[Phrase, ...] = ()
+    weighted: bool = False  # rclip-style terms were used
+    terms: tuple[Phrase, ...] = field(default=(), repr=False)  # positive terms, for the whole-image vector
+
+    @property
+    def plain(self) -> bool:
+        """One phrase, no position, relation or negative: ranks like a plain CLIP query."""
+        return (
+            len(self.phrases) <= 1
+            and not self.relations
+            and not self.negatives
+            and all(p.position is None for p in self.phrases)
+        )
+
+    def describe(self) -> str:
+        """For people: "object: red car · position: left"."""
+        parts = []
+        for p in self.phrases:
+            parts.append(
+                f"object: {p.text}"
+                + (f" · position: {p.position}" if p.position else "")
+                + (f" · weight: {p.weight:g}" if p.weight != 1 else "")
+            )
+        for r in self.relations:
+            parts.append(f"relation: {self.phrases[r.subject].text} {r.predicate} {self.phrases[r.object].text}")
+        for n in self.negatives:
+            parts.append(f"not: {n.text}" + (f" · weight: {n.weight:g}" if n.weight != 1 else ""))
+        return " · ".join(parts) if parts else "(nothing recognised)"
+
+    def to_json(self) -> dict:
+        return {
+            "phrases": [{"text": p.text, "position": p.position, "weight": p.weight} for p in self.phrases],
+            "relations": [{"subject": r.subject, "predicate": r.predicate, "object": r.object} for r in self.relations],
+            "negatives": [{"text": n.text, "weight": n.weight} for n in self.negatives],
+        }
+
+
+def _normalise(text: str) -> str:
+    text = "".join(ch if ch.isprintable() else " " for ch in text[:MAX_QUERY_CHARS])
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _clean_phrase(text: str) -> str:
+    words = re.sub(r"[^\w\s'-]", " ", text).split()
+    while words and words[0].lower() in _LEADING_WORDS:
+        words.pop(0)
+    while words and words[-1].lower() in _TRAILING_WORDS:
+        words.pop()
+    return " ".join(words)
+
+
+def _take_position(clause: str) -> tuple[str, str | None]:
+    """Remove the first position phrase from a clause: (the rest, position)."""
+    lowered = clause.lower()
+    for name, pattern in _POSITION_RES:
+        match = pattern.search(lowered)
+        if match and match.group(0).strip():
+            rest = clause[: match.start()] + " " + clause[match.end() :]
+            return re.sub(r"\s+", " ", rest).strip(), name
+    return clause, None
+
+
+def _split_terms(text: str) -> list[tuple[int, float, str]] | None:
+    """rclip-style terms "cat -dog +2:red": [(sign, weight, text)], or None when none are used."""
+    pieces = re.split(r"\s+(?=[+-][^\s+-]|\d+(?:\.\d+)?:\S)", text)
+    terms = []
+    used = False
+    for piece in pieces:
+        match = re.match(r"([+-])?(?:(\d+(?:\.\d+)?):)?(.*)", piece, re.S)
+        sign_txt, weight_txt, body = match.group(1), match.group(2), match.group(3).strip()
+        used = used or bool(sign_txt) or bool(weight_txt)
+        if body:
+            weight = float(weight_txt) if weight_txt else 1.0
+            terms.append((-1 if sign_txt == "-" else 1, min(weight, 100.0), body))
+    return terms if used and terms else None
+
+
+def parse_query(text: str) -> ParsedQuery:
+    """Parse a query. Never raises; an empty query has no phrases."""
+    text = _normalise(text)
+    if not text:
+        return ParsedQuery(text="")
+    terms = _split_terms(text)
+    if terms is None:
+        phrases, relations = _parse_term(text, 1.0)
+        return ParsedQuery(text, tuple(phrases), tuple(relations), terms=(Phrase(text),))
+    phrases, relations, negatives, positives = [], [], [], []
+    for sign, weight, body in terms:
+        if sign < 0:
+            negatives.append(Phrase(_clean_phrase(body) or body, None, weight))
+            continue
+        positives.append(Phrase(body, None, weight))
+        term_phrases, term_relations = _parse_term(body, weight)
+        offset = len(phrases)
+        phrases.extend(term_phrases)
+        relations.extend(Relation(r.subject + offset, r.predicate, r.object + offset) for r in term_relations)
+    return ParsedQuery(text, tuple(phrases), tuple(relations), tuple(negatives), True, tuple(positives))
+
+
+def _parse_term(text: str, weight: float) -> tuple[list[Phrase], list[Relation]]:
+    phrases: list[Phrase] = []
+    relations: list[Relation] = []
+    for clause in _CONJUNCTION_RE.split(text):
+        if not clause.strip():
+            continue
+        match = _RELATION_RE.search(clause.lower())
+        if match:
+            left, right = clause[: match.start()], clause[match.end() :]
+            left, left_pos = _take_position(left)
+            right, right_pos = _take_position(right)
+            subject, obj = _clean_phrase(left), _clean_phrase(right)
+            if subject and obj:
+                phrases.append(Phrase(subject, left_pos, weight))
+                phrases.append(Phrase(obj, right_pos, weight))
+                relations.append(Relation(len(phrases) - 2, _RELATION_OF[match.group(0)], len(phrases) - 1))
+                continue
+        rest, position = _take_position(clause)
+        phrase = _clean_phrase(rest)
+        if not phrase and position:
+            phrase = clause.strip()  # "on the left" alone: the words themselves are the object
+        if phrase:
+            phrases.append(Phrase(phrase, position, weight))
+    return phrases, relations
