@@ -157,6 +157,15 @@ def _clean_phrase(text: str) -> str:
     return " ".join(words)
 
 
+def _blank_positions(clause: str) -> str:
+    """The clause in lower case with every position phrase blanked out (offsets kept), so that a
+    relation word inside a position ("on the left", "in the top") is never taken for a relation."""
+    lowered = clause.lower()
+    for _, pattern in _POSITION_RES:
+        lowered = pattern.sub(lambda m: " " * len(m.group(0)), lowered)
+    return lowered
+
+
 def _take_position(clause: str) -> tuple[str, str | None]:
     """Remove the first position phrase from a clause: (the rest, position)."""
     lowered = clause.lower()
@@ -211,7 +220,7 @@ def _parse_term(text: str, weight: float) -> tuple[list[Phrase], list[Relation]]
     for clause in _CONJUNCTION_RE.split(text):
         if not clause.strip():
             continue
-        match = _RELATION_RE.search(clause.lower())
+        match = _RELATION_RE.search(_blank_positions(clause))
         if match:
             left, right = clause[: match.start()], clause[match.end() :]
             left, left_pos = _take_position(left)
@@ -220,7 +229,8 @@ def _parse_term(text: str, weight: float) -> tuple[list[Phrase], list[Relation]]
             if subject and obj:
                 phrases.append(Phrase(subject, left_pos, weight))
                 phrases.append(Phrase(obj, right_pos, weight))
-                relations.append(Relation(len(phrases) - 2, _RELATION_OF[match.group(0)], len(phrases) - 1))
+                predicate = _RELATION_OF[match.group(0)]
+                relations.append(Relation(len(phrases) - 2, predicate, len(phrases) - 1))
                 continue
         rest, position = _take_position(clause)
         phrase = _clean_phrase(rest)

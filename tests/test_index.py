@@ -106,7 +106,9 @@ def test_whole_images_are_searchable_before_segmentation(index, scenes_folder):
     assert report.segmented == 0 and index.stats()["segments"] == 0
     results = index.search("a blue square", k=3)
     assert len(results) == 3 and all(r.segment is None for r in results)
-    assert all(r.parts["segment"] == pytest.approx(r.parts["image"], abs=1e-5) for r in results)  # whole image stands in
+    assert all(
+        r.parts["segment"] == pytest.approx(r.parts["image"], abs=1e-5) for r in results
+    )  # whole image stands in
     report = index.add_folder(scenes_folder)
     assert report.segmented == 8 and all(r.segment is not None for r in index.search("a blue square", k=3))
 

@@ -1,0 +1,172 @@
+"""The query parser: known phrasings, and property tests that it never fails."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from irs.query import ParsedQuery, Phrase, Relation, parse_query
+from irs.spatial import POSITIONS, RELATIONS
+
+
+@pytest.mark.parametrize(
+    "query,phrases",
+    [
+        ("a red car on the left", [("a red car", "left")]),
+        ("a red car in the top right corner", [("a red car", "top right")]),
+        ("a lamp in the upper-left", [("a lamp", "top left")]),
+        ("the sun at the top of the image", [("the sun", "top")]),
+        ("a boat at the bottom", [("a boat", "bottom")]),
+        ("a cat on the left side of the image", [("a cat", "left")]),
+        ("a dog in the lower right", [("a dog", "bottom right")]),
+        ("a red circle in the centre", [("a red circle", "centre")]),
+        ("a red circle in the middle of the image", [("a red circle", "centre")]),
+        ("a car at the center", [("a car", "centre")]),
+        ("a red circle centered", [("a red circle", "centre")]),
+        ("a red car", [("a red car", None)]),
+        ("a man in red", [("a man in red", None)]),
+    ],
+)
+def test_absolute_positions(query, phrases):
+    parsed = parse_query(query)
+    assert [(p.text, p.position) for p in parsed.phrases] == phrases
+    assert parsed.relations == ()
+
+
+@pytest.mark.parametrize(
+    "query,predicate",
+    [
+        ("a dog to the left of a bicycle", "left of"),
+        ("a dog left of a bicycle", "left of"),
+        ("a dog on the left of a bicycle", "left of"),
+        ("a dog to the right of a bicycle", "right of"),
+        ("a dog above a bicycle", "above"),
+        ("a dog over a bicycle", "above"),
+        ("a dog below a bicycle", "below"),
+        ("a dog under a bicycle", "below"),
+        ("a dog beneath a bicycle", "below"),
+        ("a dog underneath a bicycle", "below"),
+        ("a dog next to a bicycle", "next to"),
+        ("a dog beside a bicycle", "next to"),
+        ("a dog near a bicycle", "near"),
+        ("a dog close to a bicycle", "near"),
+        ("a dog on top of a bicycle", "on top of"),
+        ("a dog on a bicycle", "on top of"),
+        ("a dog inside a bicycle", "inside"),
+        ("a dog in a bicycle", "inside"),
+    ],
+)
+def test_relations(query, predicate):
+    parsed = parse_query(query)
+    assert [p.text for p in parsed.phrases] == ["a dog", "a bicycle"]
+    assert parsed.relations == (Relation(0, predicate, 1),)
+    assert predicate in RELATIONS
+
+
+def test_relation_with_a_position_on_one_side():
+    parsed = parse_query("a red car on the left next to a tree")
+    assert parsed.phrases == (Phrase("a red car", "left"), Phrase("a tree", None))
+    assert parsed.relations == (Relation(0, "next to", 1),)
+
+
+def test_conjunctions():
+    parsed = parse_query("a red circle and a green star, a blue square")
+    assert [p.text for p in parsed.phrases] == ["a red circle", "a green star", "a blue square"]
+    parsed = parse_query("a tree above the lake and a boat near the dock")
+    assert [p.text for p in parsed.phrases] == ["a tree", "the lake", "a boat", "the dock"]
+    assert parsed.relations == (Relation(0, "above", 1), Relation(2, "near", 3))
+
+
+def test_weighted_terms_in_the_style_of_rclip():
+    parsed = parse_query("cat -dog")
+    assert parsed.phrases == (Phrase("cat"),) and parsed.negatives == (Phrase("dog"),)
+    parsed = parse_query("2:red car +0.5:blue sky -3:night")
+    assert [(p.text, p.weight) for p in parsed.phrases] == [("red car", 2.0), ("blue sky", 0.5)]
+    assert [(n.text, n.weight) for n in parsed.negatives] == [("night", 3.0)]
+    assert parsed.weighted and [t.text for t in parsed.terms] == ["red car", "blue sky"]
+    # hyphens inside words are not terms
+    assert parse_query("a t-shirt on the top-left").phrases == (Phrase("a t-shirt", "top left"),)
+
+
+def test_plain_queries_are_marked_plain():
+    assert parse_query("a red car").plain
+    assert not parse_query("a red car on the left").plain
+    assert not parse_query("cat -dog").plain
+    assert not parse_query("a cat and a dog").plain
+
+
+def test_describe():
+    assert parse_query("a red car on the left").describe() == "object: a red car · position: left"
+    assert parse_query("a cat left of a dog").describe() == (
+        "object: a cat · object: a dog · relation: a cat left of a dog"
+    )
+    assert parse_query("").describe() == "(nothing recognised)"
+
+
+def test_a_position_alone_keeps_its_words():
+    assert parse_query("on the left").phrases == (Phrase("on the left", "left"),)
+
+
+def check(parsed: ParsedQuery) -> None:
+    assert isinstance(parsed.text, str)
+    for p in parsed.phrases + parsed.negatives:
+        assert p.text.strip() and p.weight >= 0
+        assert p.position is None or p.position in POSITIONS
+    for r in parsed.relations:
+        assert 0 <= r.subject < len(parsed.phrases) and 0 <= r.object < len(parsed.phrases)
+        assert r.subject != r.object and r.predicate in RELATIONS
+    parsed.describe()
+    parsed.to_json()
+
+
+@given(st.text())
+@settings(max_examples=500)
+def test_any_unicode_string_parses(text):
+    parsed = parse_query(text)
+    check(parsed)
+    assert parse_query(text) == parsed  # deterministic
+
+
+words = st.sampled_from(
+    [
+        "a",
+        "the",
+        "red",
+        "car",
+        "left",
+        "of",
+        "on",
+        "top",
+        "in",
+        "and",
+        ",",
+        "-",
+        "+",
+        "2:",
+        "near",
+        "under",
+        "right",
+        "corner",
+        "middle",
+        "upper",
+        "-dog",
+        "3:cat",
+        "beside",
+        "inside",
+        "image",
+        "side",
+    ]
+)
+
+
+@given(st.lists(words, max_size=30).map(" ".join))
+@settings(max_examples=500)
+def test_query_like_strings_parse(text):
+    check(parse_query(text))
+
+
+def test_empty_and_very_long_queries():
+    check(parse_query(""))
+    check(parse_query("   \n\t "))
+    long = parse_query("a red car on the left and " * 400)  # 10,000 characters
+    check(long)
+    assert len(long.text) <= 1000 and long.phrases
