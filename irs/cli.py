@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import Any
 
+from irs.evaluate import MODES, format_table, load_coco_captions, load_jsonl, load_karpathy, score_queries
 from irs.index import Index, Progress
 from irs.models import WeightsError
 from irs.settings import SettingsError
@@ -34,6 +35,15 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("errors", help="files that could not be indexed, with reasons")
     sub.add_parser("stats", help="what the index holds")
+
+    p = sub.add_parser("eval", help="score text->image retrieval on labelled queries (COCO, Flickr30k, JSONL)")
+    p.add_argument("queries", help="captions_val2017.json, dataset_coco.json / dataset_flickr30k.json, or .jsonl")
+    p.add_argument("--format", choices=["jsonl", "coco", "karpathy"], help="default: from the file name")
+    p.add_argument("--split", default="test", help="Karpathy split (default test)")
+    p.add_argument("--folder", help="index this image folder first (resumable)")
+    p.add_argument("--modes", default="whole_image,segments_positions", help="comma-separated: " + ",".join(MODES))
+    p.add_argument("--depth", type=int, default=100, help="results per query for mAP (default 100)")
+    p.add_argument("--json", dest="json_out", help="also write the metrics to this file")
 
     p = sub.add_parser("sample", help="write a folder of synthetic scenes")
     p.add_argument("folder")
@@ -106,6 +116,36 @@ def _search(index: Index, args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(index: Index, args: argparse.Namespace) -> int:
+    fmt = args.format or (
+        "jsonl" if args.queries.endswith(".jsonl") else "karpathy" if "dataset_" in args.queries else "coco"
+    )
+    loader = {
+        "jsonl": load_jsonl,
+        "coco": load_coco_captions,
+        "karpathy": lambda path: load_karpathy(path, args.split),
+    }[fmt]
+    queries = loader(args.queries)
+    if args.folder:
+        _index(index, argparse.Namespace(folder=args.folder, no_segments=False, quiet=False))
+    out = {}
+    for mode in args.modes.split(","):
+        if mode not in MODES:
+            raise SystemExit(f"irs: unknown mode {mode!r}; one of {', '.join(MODES)}")
+        settings = index.settings.replace(**MODES[mode])
+        metrics = score_queries(lambda text, k, s=settings: index.search(text, k, settings=s), queries, args.depth)
+        out[mode] = metrics
+        print(
+            format_table(
+                f"{len(queries)} queries, mode {mode}", metrics, ("r1", "r5", "r10", "map", "ndcg10", "loc_acc")
+            )
+        )
+    if args.json_out:
+        with open(args.json_out, "w") as handle:
+            json.dump(out, handle, indent=2)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="irs: %(message)s")
@@ -125,10 +165,12 @@ def main(argv: list[str] | None = None) -> int:
                 for bad in index.errors():
                     print(f"{bad.path}\t{bad.reason}")
                 return 0
+            if args.command == "eval":
+                return _eval(index, args)
             if args.command == "stats":
                 print(json.dumps(index.stats(), indent=2))
                 return 0
-    except (SettingsError, ManifestMismatch, WeightsError, FileNotFoundError) as err:
+    except (SettingsError, ManifestMismatch, WeightsError, FileNotFoundError, ValueError) as err:
         print(f"irs: {err}", file=sys.stderr)
         return 2
     return 1

@@ -27,9 +27,9 @@ class Embedder:
         self.batch_size = batch_size
         self.background = background
         self.padding = padding
-        mean = getattr(clip.model.visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)
-        # CLIP's own mean colour normalises to zero: masked-out pixels then carry no signal at all
-        self.grey = tuple(int(round(m * 255)) for m in mean)
+        mean = getattr(clip.model.visual, "image_mean", None)
+        # the model's own mean colour normalises to zero: masked-out pixels then carry no signal at all
+        self.grey = tuple(int(round(m * 255)) for m in mean) if mean else CLIP_GREY
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @property
@@ -83,21 +83,34 @@ class Embedder:
 
     def segment_crops(self, pixels: np.ndarray, segments: list[Segment]) -> list[Image.Image]:
         """Square crops around each segment, outside-mask pixels set to the background setting."""
-        height, width = pixels.shape[:2]
-        crops = []
-        for seg in segments:
-            x0, y0, x1, y1 = box_pixels(pad_box(seg.bbox, self.padding), width, height)
-            crop = pixels[y0:y1, x0:x1].copy()
-            if self.background != "keep":
-                inside = seg.mask()[y0:y1, x0:x1]
-                if self.background == "grey":
-                    fill = np.array(self.grey, np.uint8)
-                else:
-                    blur = ImageFilter.GaussianBlur(radius=max(crop.shape) / 16)
-                    fill = np.asarray(Image.fromarray(crop).filter(blur))[~inside]
-                crop[~inside] = fill
-            crops.append(_square(Image.fromarray(crop), self.grey))
-        return crops
+        return [segment_crop(pixels, seg, self.background, self.padding, self.grey) for seg in segments]
+
+
+# CLIP's mean colour (OpenAI and most open_clip models): it normalises to zero.
+CLIP_GREY = (123, 117, 104)
+
+
+def segment_crop(
+    pixels: np.ndarray,
+    segment: Segment,
+    background: str = "grey",
+    padding: float = 0.1,
+    grey: tuple[int, ...] = CLIP_GREY,
+) -> Image.Image:
+    """The crop a segment is embedded from: its padded box, outside-mask pixels grey / blurred / kept,
+    padded to a square so CLIP's centre crop cuts nothing off."""
+    height, width = pixels.shape[:2]
+    x0, y0, x1, y1 = box_pixels(pad_box(segment.bbox, padding), width, height)
+    crop = pixels[y0:y1, x0:x1].copy()
+    if background != "keep":
+        inside = segment.mask()[y0:y1, x0:x1]
+        if background == "grey":
+            fill = np.array(grey, np.uint8)
+        else:
+            blur = ImageFilter.GaussianBlur(radius=max(crop.shape) / 16)
+            fill = np.asarray(Image.fromarray(crop).filter(blur))[~inside]
+        crop[~inside] = fill
+    return _square(Image.fromarray(crop), grey)
 
 
 def _square(image: Image.Image, colour: tuple[int, ...]) -> Image.Image:

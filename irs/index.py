@@ -76,13 +76,14 @@ ProgressFn = Callable[[Progress], Any]
 class Index:
     """An irs database: open it, add folders to it, search it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, segmenter: Segmenter | None = None) -> None:
+        """Open a database. `segmenter` replaces the one the settings name (the benchmark's oracle)."""
         self.settings = settings
         self.store = Store(settings)
         _write_config(settings)
         self._embedder: Embedder | None = None
-        self._segmenter: Segmenter | None = None
-        self._segmenter_loaded = False
+        self._segmenter: Segmenter | None = segmenter
+        self._segmenter_loaded = segmenter is not None
         self._model_lock = threading.Lock()
 
     @classmethod
@@ -238,10 +239,12 @@ class Index:
         return None
 
     # search ---------------------------------------------------------------------------------------
-    def search(self, query: str, k: int = 10) -> list[SearchResult]:
-        """The k images that best match a text query, each with its best segment."""
+    def search(self, query: str, k: int = 10, settings: Settings | None = None) -> list[SearchResult]:
+        """The k images that best match a text query, each with the segment matched for every phrase.
+
+        `settings` may change search-only fields (weights, pools) for this one call."""
         parsed = parse_query(query)
-        return rank(self.store, parsed, self.query_vectors(parsed), k, self.settings)
+        return rank(self.store, parsed, self.query_vectors(parsed), k, settings or self.settings)
 
     def query_vectors(self, parsed: ParsedQuery) -> QueryVectors:
         """Embed a parsed query: the whole of it, each phrase, each negative term (one batch)."""

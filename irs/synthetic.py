@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from irs.geometry import mask_box, mask_centroid
 from irs.records import Box, Point
 
-SHAPES = ("circle", "square", "triangle", "star", "hexagon", "cross", "diamond", "heart")
+SHAPES = ("circle", "square", "triangle", "star", "hexagon", "cross", "diamond", "heart", "arrow", "ring")
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 50),
@@ -25,10 +25,16 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (245, 130, 20),
     "white": (250, 250, 250),
     "black": (15, 15, 15),
+    "pink": (255, 110, 190),
+    "brown": (120, 70, 25),
 }
 SIZES: dict[str, float] = {"small": 0.16, "large": 0.28}  # diameter as a fraction of the side
 ROWS = ("top", "middle", "bottom")
 COLS = ("left", "centre", "right")
+
+
+def article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 @dataclass
@@ -45,6 +51,11 @@ class SceneObject:
     @property
     def name(self) -> str:
         return f"{self.colour} {self.shape}"
+
+    @property
+    def a_name(self) -> str:
+        """ "a red circle", "an orange star"."""
+        return f"{article(self.colour)} {self.name}"
 
     @property
     def place(self) -> str:
@@ -136,6 +147,23 @@ def _shape_mask(shape: str, centre: tuple[float, float], radius: float, side: in
         draw.polygon(
             [(cx - 2 * lobe * 0.97, cy - r * 0.15), (cx + 2 * lobe * 0.97, cy - r * 0.15), (cx, cy + r)], fill=255
         )
+    elif shape == "arrow":
+        shaft = r * 0.3
+        pts = [
+            (-r, -shaft),
+            (0.1 * r, -shaft),
+            (0.1 * r, -r * 0.8),
+            (r, 0),
+            (0.1 * r, r * 0.8),
+            (0.1 * r, shaft),
+            (-r, shaft),
+        ]
+        cos, sin = math.cos(angle), math.sin(angle)
+        draw.polygon([(cx + x * cos - y * sin, cy + x * sin + y * cos) for x, y in pts], fill=255)
+    elif shape == "ring":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+        hole = r * 0.55
+        draw.ellipse([cx - hole, cy - hole, cx + hole, cy + hole], fill=0)
     else:
         raise ValueError(f"unknown shape {shape!r}")
     return np.asarray(canvas) > 127
@@ -188,3 +216,138 @@ def write_folder(folder: str | Path, count: int, seed: int, side: int = 256, max
             Image.fromarray(scene.image).save(folder / f"scene_{scene.index:05d}.png")
             out.write(json.dumps(scene.to_json()) + "\n")
     return scenes
+
+
+# ---- words for scenes: captions for training, queries with ground truth for evaluation ----------------
+
+PLACE_WORDS = {  # a place phrase -> the cells it covers
+    "on the left": lambda o: o.col == "left",
+    "on the right": lambda o: o.col == "right",
+    "at the top": lambda o: o.row == "top",
+    "at the bottom": lambda o: o.row == "bottom",
+    "in the centre": lambda o: o.row == "middle" and o.col == "centre",
+    "in the top left": lambda o: o.row == "top" and o.col == "left",
+    "in the top right": lambda o: o.row == "top" and o.col == "right",
+    "in the bottom left": lambda o: o.row == "bottom" and o.col == "left",
+    "in the bottom right": lambda o: o.row == "bottom" and o.col == "right",
+}
+RELATION_TESTS = {  # predicate -> does it hold from subject a to object b, by grid cells
+    "left of": lambda a, b: COLS.index(a.col) < COLS.index(b.col),
+    "right of": lambda a, b: COLS.index(a.col) > COLS.index(b.col),
+    "above": lambda a, b: ROWS.index(a.row) < ROWS.index(b.row),
+    "below": lambda a, b: ROWS.index(a.row) > ROWS.index(b.row),
+}
+FAMILIES = ("attribute", "absolute", "relation", "two_objects")
+
+
+def phrase(obj: SceneObject, rng: np.random.Generator | None = None) -> str:
+    """ "a red circle", sometimes with its size when a generator is given (training variety)."""
+    if rng is not None and rng.random() < 0.3:
+        return f"a {obj.size} {obj.colour} {obj.shape}"
+    return obj.a_name
+
+
+def places_of(obj: SceneObject) -> list[str]:
+    return [words for words, test in PLACE_WORDS.items() if test(obj)]
+
+
+def relations_between(a: SceneObject, b: SceneObject) -> list[str]:
+    return [pred for pred, test in RELATION_TESTS.items() if test(a, b)]
+
+
+def training_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """A caption for a whole scene in one of the query families' phrasings, or the full description.
+
+    The whole-image baseline is trained on these, so it has seen every kind of query the benchmark
+    asks: it is a fair CLIP, not one that never saw a position or a relation."""
+    objs = scene.objects
+    kind = rng.integers(5)
+    a = objs[rng.integers(len(objs))]
+    if kind == 0:
+        return scene.caption
+    if kind == 1:
+        return phrase(a, rng)
+    if kind == 2:
+        return f"{phrase(a, rng)} {rng.choice(places_of(a))}"
+    if len(objs) > 1:
+        b = objs[(objs.index(a) + 1 + rng.integers(len(objs) - 1)) % len(objs)]
+        preds = relations_between(a, b)
+        if kind == 3 and preds:
+            return f"{phrase(a, rng)} {rng.choice(preds)} {phrase(b, rng)}"
+        return f"{phrase(a, rng)} and {phrase(b, rng)}"
+    return f"{phrase(a, rng)} {rng.choice(places_of(a))}"
+
+
+@dataclass
+class BenchmarkQuery:
+    """A query with the scenes that answer it and, per scene, the regions its first object may be."""
+
+    family: str
+    text: str
+    relevant: dict[int, list[Box]]  # scene index -> boxes of the first object's possible matches
+
+
+def _answers(scenes: list[Scene], family: str, a: SceneObject, b: SceneObject | None, words: str) -> dict:
+    relevant: dict[int, list[Box]] = {}
+    for scene in scenes:
+        boxes = []
+        for x in scene.objects:
+            if x.name != a.name:
+                continue
+            if family == "absolute" and not PLACE_WORDS[words](x):
+                continue
+            if family in ("relation", "two_objects"):
+                others = [y for y in scene.objects if y is not x and y.name == b.name]
+                if family == "relation":
+                    others = [y for y in others if RELATION_TESTS[words](x, y)]
+                if not others:
+                    continue
+            boxes.append(x.bbox)
+        if boxes:
+            relevant[scene.index] = boxes
+    return relevant
+
+
+def benchmark_queries(
+    scenes: list[Scene], per_family: int, seed: int, max_relevant: float = 0.05
+) -> list[BenchmarkQuery]:
+    """`per_family` distinct queries per family, each drawn from a scene (so at least one answer) and
+    kept only if at most `max_relevant` of the gallery answers it."""
+    rng = np.random.default_rng(seed)
+    limit = max(1, int(max_relevant * len(scenes)))
+    queries: list[BenchmarkQuery] = []
+    for family in FAMILIES:
+        seen: set[str] = set()
+        tries = 0
+        while sum(q.family == family for q in queries) < per_family and tries < per_family * 200:
+            tries += 1
+            scene = scenes[rng.integers(len(scenes))]
+            a = scene.objects[rng.integers(len(scene.objects))]
+            others = [o for o in scene.objects if o is not a]
+            b, words = None, ""
+            if family == "attribute":
+                text = a.a_name
+            elif family == "absolute":
+                words = str(rng.choice(places_of(a)))
+                text = f"{a.a_name} {words}"
+            else:
+                if not others:
+                    continue
+                b = others[rng.integers(len(others))]
+                if b.name == a.name:
+                    continue
+                if family == "relation":
+                    preds = relations_between(a, b)
+                    if not preds:
+                        continue
+                    words = str(rng.choice(preds))
+                    text = f"{a.a_name} {words} {b.a_name}"
+                else:
+                    text = f"{a.a_name} and {b.a_name}"
+            if text in seen:
+                continue
+            relevant = _answers(scenes, family, a, b, words)
+            if scene.index in relevant and len(relevant) <= limit:
+                seen.add(text)
+                queries.append(BenchmarkQuery(family, text, relevant))
+    return queries

@@ -59,3 +59,29 @@ def test_missing_folder(tmp_path):
 def test_sample_writes_scenes(tmp_path):
     out = irs("sample", str(tmp_path / "s"), "--count", "3")
     assert out.returncode == 0 and len(list((tmp_path / "s").glob("*.png"))) == 3
+
+
+def test_eval_on_a_jsonl_file(tmp_path, scenes_folder):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(
+        json.dumps({"query": "a red circle", "relevant": ["scene_00001.png"], "family": "colour"})
+        + "\n"
+        + json.dumps({"query": "a shape at the top", "relevant": ["scene_00002.png", "scene_00003.png"]})
+        + "\n"
+    )
+    out = irs(
+        "--db",
+        str(tmp_path / "db"),
+        "eval",
+        str(queries),
+        "--folder",
+        str(scenes_folder),
+        "--json",
+        str(tmp_path / "m.json"),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "2 queries, mode whole_image" in out.stdout and "mode segments_positions" in out.stdout
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(metrics) == {"whole_image", "segments_positions"}
+    assert set(metrics["segments_positions"]) == {"colour", "all"}
+    assert metrics["segments_positions"]["all"]["n"] == 2.0

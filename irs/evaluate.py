@@ -1,0 +1,228 @@
+"""Evaluate: ranking metrics, loaders for real benchmarks, and the synthetic spatial benchmark.
+
+Metrics (binary relevance, images identified by file name):
+- R@K: the share of queries with at least one relevant image in the top K.
+- mAP: mean over queries of average precision over the top `depth` results (100 by default),
+  AP = sum over relevant hits of precision at that rank / min(relevant count, depth).
+- nDCG@10: DCG of the top 10 over the ideal DCG.
+- loc_acc: over queries whose top result is relevant and has known regions, the share whose matched
+  segment (for the query's first object) has box IoU >= 0.5 with one of those regions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from irs.geometry import box_iou
+from irs.records import Box, SearchResult
+
+MODES: dict[str, dict[str, float]] = {
+    # whole-image CLIP: the query against whole images, nothing else
+    "whole_image": {"weight_image": 1.0, "weight_segment": 0.0},
+    # segments matched by similarity, positions and relations ignored
+    "segments": {"weight_position": 0.0, "weight_relation": 0.0},
+    # the full system
+    "segments_positions": {},
+}
+
+
+@dataclass
+class EvalQuery:
+    text: str
+    relevant: set[str]  # file names
+    regions: dict[str, list[Box]] = field(default_factory=dict)  # file name -> ground-truth boxes
+    family: str = "all"
+
+
+def recall_at(ranked: list[str], relevant: set[str], k: int) -> float:
+    return float(any(r in relevant for r in ranked[:k]))
+
+
+def average_precision(ranked: list[str], relevant: set[str], depth: int = 100) -> float:
+    hits, total = 0, 0.0
+    for i, key in enumerate(ranked[:depth], 1):
+        if key in relevant:
+            hits += 1
+            total += hits / i
+    denom = min(len(relevant), depth)
+    return total / denom if denom else 0.0
+
+
+def ndcg_at(ranked: list[str], relevant: set[str], k: int = 10) -> float:
+    dcg = sum(1 / math.log2(i + 2) for i, key in enumerate(ranked[:k]) if key in relevant)
+    ideal = sum(1 / math.log2(i + 2) for i in range(min(len(relevant), k)))
+    return dcg / ideal if ideal else 0.0
+
+
+def localized(result: SearchResult, regions: list[Box], threshold: float = 0.5) -> bool:
+    """Does the segment matched for the first phrase overlap a ground-truth region enough?"""
+    segment = result.matches[0].segment if result.matches else result.segment
+    return segment is not None and any(box_iou(segment.bbox, r) >= threshold for r in regions)
+
+
+def score_queries(
+    search: Callable[[str, int], list[SearchResult]],
+    queries: list[EvalQuery],
+    depth: int = 100,
+    progress: Callable[[int, int], Any] | None = None,
+) -> dict[str, dict[str, float | None]]:
+    """Run every query and average the metrics per family (and over all, as "all")."""
+    rows: dict[str, list[dict[str, float | None]]] = {}
+    for n, q in enumerate(queries, 1):
+        results = search(q.text, depth)
+        ranked = [Path(r.path).name for r in results]
+        loc = None
+        if results and ranked[0] in q.relevant and q.regions.get(ranked[0]) and results[0].matches:
+            loc = float(localized(results[0], q.regions[ranked[0]]))
+        row = {
+            "r1": recall_at(ranked, q.relevant, 1),
+            "r5": recall_at(ranked, q.relevant, 5),
+            "r10": recall_at(ranked, q.relevant, 10),
+            "map": average_precision(ranked, q.relevant, depth),
+            "ndcg10": ndcg_at(ranked, q.relevant, 10),
+            "loc_acc": loc,
+        }
+        for family in {q.family, "all"}:
+            rows.setdefault(family, []).append(row)
+        if progress:
+            progress(n, len(queries))
+    return {family: _mean_rows(family_rows) for family, family_rows in rows.items()}
+
+
+def _mean_rows(rows: list[dict[str, float | None]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {"n": float(len(rows))}
+    for key in rows[0]:
+        values = [r[key] for r in rows if r[key] is not None]
+        out[key] = round(sum(values) / len(values), 4) if values else None
+    return out
+
+
+# ---- loaders for real data -------------------------------------------------------------------------
+
+
+def load_jsonl(path: str | Path) -> list[EvalQuery]:
+    """One object per line: {"query": str, "relevant": [file names], "regions": {file: [[x0,y0,x1,y1]]}?,
+    "family": str?}. Boxes are normalised to 0..1."""
+    queries = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            queries.append(
+                EvalQuery(
+                    text=str(obj["query"]),
+                    relevant={Path(r).name for r in obj["relevant"]},
+                    regions={Path(k).name: [tuple(b) for b in v] for k, v in (obj.get("regions") or {}).items()},
+                    family=str(obj.get("family", "all")),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{n}: not a query line ({err})") from None
+    return queries
+
+
+def load_coco_captions(path: str | Path) -> list[EvalQuery]:
+    """COCO `captions_val2017.json`: every caption is a query; its image is the one relevant answer."""
+    data = json.loads(Path(path).read_text())
+    names = {img["id"]: img["file_name"] for img in data["images"]}
+    return [EvalQuery(a["caption"].strip(), {names[a["image_id"]]}) for a in data["annotations"]]
+
+
+def load_karpathy(path: str | Path, split: str = "test") -> list[EvalQuery]:
+    """Karpathy's `dataset_coco.json` (5k test) or `dataset_flickr30k.json` (1k test): each sentence of
+    each image in `split` is a query for that image."""
+    data = json.loads(Path(path).read_text())
+    return [
+        EvalQuery(sentence["raw"].strip(), {image["filename"]})
+        for image in data["images"]
+        if image.get("split") == split
+        for sentence in image["sentences"]
+    ]
+
+
+def karpathy_images(path: str | Path, split: str = "test") -> set[str]:
+    data = json.loads(Path(path).read_text())
+    return {image["filename"] for image in data["images"] if image.get("split") == split}
+
+
+# ---- tables ----------------------------------------------------------------------------------------
+
+
+def format_table(title: str, metrics: dict[str, dict[str, float | None]], keys: Iterable[str]) -> str:
+    keys = list(keys)
+    lines = [title, "family".ljust(14) + "".join(k.rjust(9) for k in keys)]
+    for family, row in metrics.items():
+        cells = "".join(("-" if row.get(k) is None else f"{row[k]:.3f}").rjust(9) for k in keys)
+        lines.append(family.ljust(14) + cells)
+    return "\n".join(lines)
+
+
+# ---- the synthetic spatial benchmark ---------------------------------------------------------------
+
+
+def spatial_benchmark(
+    index_for: Callable[[str, Any], Any],
+    out_dir: Path,
+    gallery_size: int,
+    per_family: int,
+    seed: int,
+    segmenters: list[str],
+    side: int = 256,
+    max_relevant: float = 0.05,
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Index a synthetic gallery once per segmenter and score every query family in every mode.
+
+    `index_for(segmenter_name, oracle)` returns an opened irs Index for that segmenter (`oracle` is the
+    OracleSegmenter for "oracle"). Returns {"by_segmenter": {name: {mode: {family: metrics}}}, ...}.
+    """
+    from irs.segment import OracleSegmenter
+    from irs.synthetic import FAMILIES, benchmark_queries, write_folder
+
+    gallery = out_dir / "gallery"
+    started = time.monotonic()
+    scenes = write_folder(gallery, gallery_size, seed, side)
+    queries = [
+        EvalQuery(
+            q.text,
+            {f"scene_{i:05d}.png" for i in q.relevant},
+            {f"scene_{i:05d}.png": boxes for i, boxes in q.relevant.items()},
+            q.family,
+        )
+        for q in benchmark_queries(scenes, per_family, seed + 1, max_relevant)
+    ]
+    log(f"gallery: {len(scenes)} scenes (seed {seed}), {len(queries)} queries, {time.monotonic() - started:.0f}s")
+    oracle = OracleSegmenter({OracleSegmenter.key(s.image): [o.mask for o in s.objects] for s in scenes})
+
+    by_segmenter: dict[str, Any] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for name in segmenters:
+        index = index_for(name, oracle if name == "oracle" else None)
+        t0 = time.monotonic()
+        report = index.add_folder(gallery)
+        stats = index.stats()
+        counts[name] = {"images": stats["images"], "segments": stats["segments"]}
+        log(f"[{name}] indexed {report.added} images, {stats['segments']} segments in {time.monotonic() - t0:.0f}s")
+        by_segmenter[name] = {}
+        for mode, overrides in MODES.items():
+            settings = index.settings.replace(**overrides)
+            t0 = time.monotonic()
+            metrics = score_queries(lambda text, k, s=settings, i=index: i.search(text, k, settings=s), queries)
+            by_segmenter[name][mode] = {f: metrics[f] for f in (*FAMILIES, "all") if f in metrics}
+            log(f"[{name}] {mode}: {time.monotonic() - t0:.0f}s for {len(queries)} queries")
+        index.close()
+    return {
+        "by_segmenter": by_segmenter,
+        "counts": counts,
+        "seed": seed,
+        "gallery": gallery_size,
+        "queries": len(queries),
+        "per_family": per_family,
+    }

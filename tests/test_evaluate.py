@@ -1,0 +1,148 @@
+"""Metrics against hand-computed cases, the loaders, and a small end-to-end spatial benchmark."""
+
+import json
+
+import pytest
+
+from irs.evaluate import (
+    EvalQuery,
+    average_precision,
+    load_coco_captions,
+    load_jsonl,
+    load_karpathy,
+    localized,
+    ndcg_at,
+    recall_at,
+    score_queries,
+    spatial_benchmark,
+)
+from irs.index import Index
+from irs.records import Match, SearchResult, Segment
+from irs.synthetic import make_scenes
+
+
+def test_recall_at_k():
+    ranked = ["a", "b", "c", "d"]
+    assert recall_at(ranked, {"c"}, 1) == 0.0
+    assert recall_at(ranked, {"c"}, 3) == 1.0
+    assert recall_at(ranked, {"z"}, 10) == 0.0
+
+
+def test_average_precision_by_hand():
+    # relevant at ranks 1 and 3 of 2 relevant: (1/1 + 2/3) / 2
+    assert average_precision(["a", "x", "b", "y"], {"a", "b"}) == pytest.approx((1 + 2 / 3) / 2)
+    # one of two relevant found at rank 2: (1/2) / 2
+    assert average_precision(["x", "a", "y"], {"a", "b"}) == pytest.approx(0.25)
+    # depth cuts the denominator: 3 relevant, depth 2, both top hits relevant -> 1.0
+    assert average_precision(["a", "b", "c"], {"a", "b", "c"}, depth=2) == 1.0
+    assert average_precision(["x"], set()) == 0.0
+
+
+def test_ndcg_by_hand():
+    import math
+
+    # relevant at rank 2 only, one relevant: (1/log2(3)) / 1
+    assert ndcg_at(["x", "a"], {"a"}) == pytest.approx(1 / math.log2(3))
+    assert ndcg_at(["a", "b"], {"a", "b"}) == 1.0
+    assert ndcg_at(["x", "y"], {"a"}) == 0.0
+
+
+def result_with_box(box) -> SearchResult:
+    seg = Segment(bbox=box, centroid=(0, 0), area=0.1, mask_rle=b"", mask_shape=(0, 0))
+    return SearchResult("p.png", "sha", 1.0, {}, seg, matches=[Match("x", seg)])
+
+
+def test_localization_uses_box_iou_of_the_first_phrase():
+    assert localized(result_with_box((0, 0, 0.5, 0.5)), [(0, 0, 0.5, 0.6)])  # IoU 0.83
+    assert not localized(result_with_box((0, 0, 0.5, 0.5)), [(0.25, 0.25, 0.75, 0.75)])  # IoU 1/7
+
+
+def test_score_queries_averages_per_family_and_overall():
+    answers = {"q1": ["a.png", "b.png"], "q2": ["x.png", "c.png"]}
+
+    def search(text, k):
+        return [SearchResult(f"/g/{name}", name, 1.0, {}, None) for name in answers[text]][:k]
+
+    metrics = score_queries(search, [EvalQuery("q1", {"a.png"}, family="f1"), EvalQuery("q2", {"c.png"}, family="f2")])
+    assert metrics["f1"]["r1"] == 1.0 and metrics["f2"]["r1"] == 0.0
+    assert metrics["all"]["r1"] == 0.5 and metrics["all"]["r5"] == 1.0
+    assert metrics["all"]["map"] == pytest.approx((1 + 0.5) / 2)
+    assert metrics["all"]["loc_acc"] is None  # no regions given
+
+
+def test_jsonl_loader(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text(
+        json.dumps({"query": "a red car", "relevant": ["img/1.jpg"], "regions": {"1.jpg": [[0, 0, 0.5, 0.5]]}})
+        + "\n\n"
+        + json.dumps({"query": "a dog", "relevant": ["2.jpg", "3.jpg"], "family": "animals"})
+        + "\n"
+    )
+    q = load_jsonl(path)
+    assert q[0].relevant == {"1.jpg"} and q[0].regions == {"1.jpg": [(0, 0, 0.5, 0.5)]}
+    assert q[1].family == "animals" and q[1].relevant == {"2.jpg", "3.jpg"}
+    path.write_text('{"query": "no relevant field"}\n')
+    with pytest.raises(ValueError, match="q.jsonl:1"):
+        load_jsonl(path)
+
+
+def test_coco_and_karpathy_loaders(tmp_path):
+    coco = tmp_path / "captions_val2017.json"
+    coco.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "000001.jpg"}, {"id": 2, "file_name": "000002.jpg"}],
+                "annotations": [
+                    {"image_id": 1, "caption": "A cat. "},
+                    {"image_id": 2, "caption": "A dog"},
+                    {"image_id": 1, "caption": "A kitten"},
+                ],
+            }
+        )
+    )
+    q = load_coco_captions(coco)
+    assert [(x.text, x.relevant) for x in q] == [
+        ("A cat.", {"000001.jpg"}),
+        ("A dog", {"000002.jpg"}),
+        ("A kitten", {"000001.jpg"}),
+    ]
+    karpathy = tmp_path / "dataset_flickr30k.json"
+    karpathy.write_text(
+        json.dumps(
+            {
+                "images": [
+                    {"filename": "1.jpg", "split": "test", "sentences": [{"raw": "two dogs"}, {"raw": "dogs play"}]},
+                    {"filename": "2.jpg", "split": "train", "sentences": [{"raw": "a horse"}]},
+                ]
+            }
+        )
+    )
+    q = load_karpathy(karpathy)
+    assert [(x.text, x.relevant) for x in q] == [("two dogs", {"1.jpg"}), ("dogs play", {"1.jpg"})]
+
+
+def test_small_spatial_benchmark_end_to_end_with_tiny_models(tmp_path, test_settings):
+    def index_for(name, oracle):
+        return Index(test_settings.replace(db=str(tmp_path / f"db-{name}"), segmenter=name), segmenter=oracle)
+
+    result = spatial_benchmark(
+        index_for,
+        tmp_path,
+        gallery_size=12,
+        per_family=2,
+        seed=5,
+        segmenters=["components", "oracle"],
+        side=128,
+        max_relevant=0.5,
+        log=lambda _: None,
+    )
+    assert set(result["by_segmenter"]) == {"components", "oracle"}
+    for modes in result["by_segmenter"].values():
+        assert set(modes) == {"whole_image", "segments", "segments_positions"}
+        for row in modes["segments_positions"].values():
+            assert 0 <= row["r1"] <= row["r5"] <= 1
+            assert 0 <= row["map"] <= 1
+        assert all(row["loc_acc"] is None for row in modes["whole_image"].values())
+    # the oracle's segments are exactly the scenes' visible objects
+    objects = sum(o.mask.mean() >= test_settings.min_segment_area for s in make_scenes(12, 5, 128) for o in s.objects)
+    assert result["counts"]["oracle"] == {"images": 12, "segments": objects}
