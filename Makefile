@@ -1,10 +1,13 @@
-# irs: `make run` sets everything up and runs the main job; `make test` sets up and runs the tests.
+# irs: `make run` sets everything up and starts the app; `make test` sets up and runs the tests.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PROFILE ?= demo
+DB ?= irs-db-$(PROFILE)
+PORT ?= 8501
 
-.PHONY: setup run test lint sample bench-spatial clean
+.PHONY: setup browser run index-sample test lint bench-spatial train-clip screenshot clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,18 +17,36 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 setup: $(STAMP)
 
-sample: setup
-	$(PY) -m irs sample sample --count 24 --seed 0
+# Debian's Chromium, for the one real-browser test
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
-run: sample
-	IRS_PROFILE=$${IRS_PROFILE:-test} $(PY) -m irs --db irs-db index sample
-	IRS_PROFILE=$${IRS_PROFILE:-test} $(PY) -m irs --db irs-db search "a red circle on the left" -k 5
+sample:
+	$(MAKE) setup
+	$(PY) -m irs sample sample --count 48 --seed 1
+
+# index the sample folder (the demo profile runs offline in seconds), then serve the app on 127.0.0.1
+index-sample: setup
+	test -d sample || $(PY) -m irs sample sample --count 48 --seed 1
+	IRS_PROFILE=$(PROFILE) $(PY) -m irs --db $(DB) index sample --quiet
+
+run: index-sample
+	IRS_PROFILE=$(PROFILE) IRS_DB=$(DB) $(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
 lint: setup
 	$(PY) -m ruff check .
 
-test: setup lint
-	$(PY) -m pytest -q
+test: setup browser lint
+	IRS_REQUIRE_BROWSER=1 $(PY) -m pytest -q
+
+bench-spatial: setup
+	$(PY) bench/spatial.py
+
+train-clip: setup
+	$(PY) bench/train_synthetic_clip.py
+
+screenshot: setup browser
+	IRS_SCREENSHOT_DIR=docs $(PY) -m pytest -q tests/test_browser.py
 
 clean:
-	rm -rf irs-db sample .pytest_cache
+	rm -rf irs-db-* sample bench/out .pytest_cache

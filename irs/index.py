@@ -22,7 +22,7 @@ from PIL import Image
 
 from irs.embed import Embedder
 from irs.load import LoadError, decode_image, discover
-from irs.query import ParsedQuery, parse_query
+from irs.query import ParsedQuery, Phrase, parse_query
 from irs.records import BadFile, FileEntry, LoadedImage, SearchResult
 from irs.search import QueryVectors, rank
 from irs.segment import Segmenter, make_segmenter, segment_image
@@ -130,6 +130,7 @@ class Index:
         root = Path(folder).expanduser().resolve()
         report = IndexReport()
         entries, problems = discover(root, self.settings.extensions)
+        self.store.remember_folder(str(root))
         report.found = len(entries)
         report.failed.extend(problems)
 
@@ -257,6 +258,18 @@ class Index:
         whole = whole / max(float(np.linalg.norm(whole)), 1e-12)
         n_phrases = len(parsed.phrases)
         return QueryVectors(whole, list(vecs[n_terms : n_terms + n_phrases]), list(vecs[n_terms + n_phrases :]))
+
+    def similar(self, sha256: str, segment_index: int | None = None, k: int = 10) -> list[SearchResult]:
+        """Images like a stored image, or like one of its segments."""
+        if segment_index is None:
+            vector = self.store.image_vectors([sha256]).get(sha256)
+        else:
+            vector = self.store.segment_vector(sha256, segment_index)
+        if vector is None:
+            return []
+        label = "(this image)" if segment_index is None else f"(segment {segment_index})"
+        parsed = ParsedQuery(label, (Phrase(label),))
+        return rank(self.store, parsed, QueryVectors(vector, [vector]), k, self.settings)
 
     def errors(self) -> list[BadFile]:
         """Files that could not be indexed, with reasons."""

@@ -64,6 +64,23 @@ def discover(root: str | Path, extensions: tuple[str, ...]) -> tuple[list[FileEn
     return entries, problems
 
 
+def check_folder(folder: str, allowed_roots: tuple[str, ...] = ()) -> str | None:
+    """Why a folder cannot be indexed (None when it can): missing, not a folder, or outside the allowed roots."""
+    if not folder.strip():
+        return "type a folder path"
+    path = Path(folder).expanduser()
+    if not path.exists():
+        return f"{path}: no such folder"
+    if not path.is_dir():
+        return f"{path}: not a folder"
+    if allowed_roots:
+        real = path.resolve()
+        roots = [Path(r).expanduser().resolve() for r in allowed_roots]
+        if not any(real == r or r in real.parents for r in roots):
+            return f"{path}: outside the allowed folders ({', '.join(str(r) for r in roots)})"
+    return None
+
+
 def load_image(path: str, max_pixels: int, max_side: int) -> LoadedImage:
     """Read and decode `path` (see decode_image)."""
     try:

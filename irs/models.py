@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
+WEIGHTS_DIR = Path(__file__).parent / "weights"  # "irs:NAME" in clip_pretrained means a file here
 
 # Published Segment Anything checkpoints and their SHA-256.
 SAM_CHECKPOINTS: dict[str, tuple[str, str]] = {
@@ -98,6 +99,8 @@ def load_clip(name: str, pretrained: str, device: str = "auto", seed: int = 0) -
     if name not in open_clip.list_models():
         raise WeightsError(f"unknown CLIP model {name!r}; see open_clip.list_models()")
     torch_device = pick_device(device)
+    if pretrained.startswith("irs:"):
+        pretrained = str(WEIGHTS_DIR / pretrained[4:])
     if pretrained and _looks_like_path(pretrained) and not Path(pretrained).expanduser().is_file():
         raise WeightsError(
             f"CLIP weights file {pretrained!r} not found. Set clip_pretrained (IRS_CLIP_PRETRAINED) "

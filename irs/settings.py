@@ -42,7 +42,7 @@ class Settings:
     """Everything irs can be told. See README "Configuration" for each field."""
 
     db: str = str(Path(platformdirs.user_data_dir("irs")) / "db")
-    profile: str = "default"  # default | test
+    profile: str = "default"  # default | test | demo
     cache_dir: str = platformdirs.user_cache_dir("irs")  # downloaded SAM checkpoints
 
     # discover and load
@@ -81,6 +81,9 @@ class Settings:
     image_pool: int = 100  # candidates from the image collection
     segment_pool: int = 400  # candidates from the segment collection
 
+    # app
+    allowed_roots: tuple[str, ...] = ()  # when set, the app indexes only folders under these
+
     # store
     chroma_host: str = ""  # set to use a Chroma server instead of the local database
     chroma_port: int = 8000
@@ -109,6 +112,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "min_segment_area": 0.002,
         "max_segments": 8,
         "work_max_side": 256,
+    },
+    # "demo": works offline: the small CLIP trained in this repo on synthetic shapes, weight-free segments
+    "demo": {
+        "clip_model": "irs-small",
+        "clip_pretrained": "irs:irs-small-synthetic.pt",
+        "segmenter": "components",
+        "min_segment_area": 0.002,
+        "work_max_side": 512,
     },
 }
 

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS segments (
     predicted_iou REAL, stability REAL, mask BLOB, mask_h INTEGER, mask_w INTEGER,
     PRIMARY KEY (sha256, idx));
 CREATE TABLE IF NOT EXISTS errors (path TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY, at REAL NOT NULL);
 """
 
 
@@ -331,6 +332,29 @@ class Store:
         with self._lock:
             rows = self.sql.execute("SELECT path, reason FROM errors ORDER BY path").fetchall()
         return [BadFile(p, r) for p, r in rows]
+
+    # folders ----------------------------------------------------------------------------------
+    def remember_folder(self, path: str) -> None:
+        with self.transaction():
+            self.sql.execute("INSERT OR REPLACE INTO folders VALUES (?, ?)", (path, time.time()))
+
+    def recent_folders(self, limit: int = 10) -> list[str]:
+        with self._lock:
+            rows = self.sql.execute("SELECT path FROM folders ORDER BY at DESC LIMIT ?", (limit,)).fetchall()
+        return [r[0] for r in rows]
+
+    def image_page(self, offset: int, limit: int) -> list[tuple[str, str]]:
+        """(sha256, first path) of indexed images, by path, for browsing."""
+        with self._lock:
+            rows = self.sql.execute(
+                "SELECT sha256, MIN(path) AS p FROM files GROUP BY sha256 ORDER BY p LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+        return [(sha, path) for sha, path in rows]
+
+    def segment_vector(self, sha: str, idx: int) -> np.ndarray | None:
+        res = self.segments.get(ids=[segment_id(sha, idx)], include=["embeddings"])
+        return np.asarray(res["embeddings"][0], np.float32) if res["ids"] else None
 
     # queries ------------------------------------------------------------------------------------
     def query_images(self, vector: np.ndarray, n: int) -> dict[str, float]:

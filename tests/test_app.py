@@ -1,0 +1,136 @@
+"""Every page through Streamlit's AppTest, with the test profile's tiny models."""
+
+import shutil
+
+import pytest
+from conftest import REPO
+from streamlit.testing.v1 import AppTest
+
+from irs.index import Index
+from irs.settings import load_settings
+
+TIMEOUT = 120
+PAGES = {"index": "1_index", "search": "2_search", "browse": "3_browse", "annotate": "4_annotate"}
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch):
+    db = tmp_path / "db"
+    monkeypatch.setenv("IRS_DB", str(db))
+    monkeypatch.setenv("IRS_PROFILE", "test")
+    monkeypatch.chdir(REPO)
+    return db
+
+
+@pytest.fixture
+def indexed(app_env, scenes_folder):
+    with Index(load_settings()) as index:
+        index.add_folder(scenes_folder)
+    return app_env
+
+
+def page(name: str, **query) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    at.run()
+    at.switch_page(f"pages/{PAGES[name]}.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for kind in ("markdown", "caption", "info", "warning", "success", "error") for m in at.get(kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_home_shows_stats(indexed):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert at.metric[0].label == "Images" and at.metric[0].value == "8"
+    assert at.metric[1].label == "Segments" and int(at.metric[1].value) >= 8
+    assert "Test profile" in texts(at)
+
+
+def test_index_page_builds_the_index_in_the_background(app_env, scenes_folder, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(scenes_folder, folder)
+    at = page("index")
+    at.text_input[0].set_value(str(tmp_path / "missing")).run()
+    assert "no such folder" in texts(at)
+    at.text_input[0].set_value(str(folder)).run()
+    at.button[0].click().run()  # Start / resume
+    import views
+
+    views.job().join(TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert "Done: 8 files, 8 embedded" in texts(at)
+    assert at.metric[0].value == "8"
+    assert str(folder.resolve()) in at.selectbox[0].options  # remembered as a recent folder
+
+
+def test_index_page_refuses_folders_outside_allowed_roots(app_env, scenes_folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("IRS_ALLOWED_ROOTS", str(tmp_path / "elsewhere"))
+    at = page("index")
+    at.text_input[0].set_value(str(scenes_folder)).run()
+    assert "outside the allowed folders" in texts(at)
+    assert at.button[0].disabled
+
+
+def test_search_page_reads_the_query_from_the_address(indexed):
+    at = page("search", q="a red circle on the left")
+    results = at.session_state["results"]
+    assert len(results) == 8  # k defaults to 12, the index holds 8
+    assert results[0].parsed.describe() == "object: a red circle · position: left"
+    assert "Parsed:" in texts(at) and "position" in texts(at)
+    assert len(at.get("image")) >= 8
+    assert "a red circle on the left" in at.query_params["q"]
+
+
+def test_search_page_messages(app_env, indexed):
+    at = page("search")
+    assert "Type what you are looking for" in texts(at)
+
+
+def test_search_page_on_an_empty_index(app_env):
+    at = page("search", q="anything")
+    assert "The index is empty" in texts(at)
+
+
+def test_browse_page_segments_and_find_similar(indexed):
+    at = page("browse")
+    at.button[0].click().run()  # open the first image
+    assert at.session_state["browse"]
+    similar = [b for b in at.button if b.label == "Find similar images"][0]
+    similar.click().run()
+    label, results = at.session_state["similar"]
+    assert label == "the whole image" and len(results) == 8
+    assert results[0].sha256 == at.session_state["browse"][0]  # an image is most similar to itself
+    segment_button = [b for b in at.button if b.label == "Find similar"][0]
+    segment_button.click().run()
+    assert at.session_state["similar"][0].startswith("segment #")
+
+
+def test_annotate_page_judges_scores_and_compares(indexed):
+    at = page("annotate")
+    at.text_input(key="annotator").set_value("ada")
+    at.text_input(key="judge_query").set_value("a blue square").run()
+    results = at.session_state["judge_results"]
+    radios = [r for r in at.radio if r.key and r.key.startswith("judge-")]
+    assert len(radios) == len(results)
+    at.radio(key=f"judge-a blue square-{results[0].sha256}").set_value("relevant")
+    at.radio(key=f"judge-a blue square-{results[1].sha256}").set_value("not relevant")
+    [b for b in at.button if b.label == "Save judgments"][0].click().run()
+    assert "Saved 2 judgments" in texts(at)
+    import views
+
+    judged = views.judgments().for_query("a blue square")
+    assert judged == {results[0].sha256: True, results[1].sha256: False}
+    assert [m.label for m in at.metric][:2] == ["P@12", "AP"]
+    assert at.metric[1].value == "1.000"  # the one relevant image is ranked first
+    csv = views.judgments().export_csv()
+    assert csv.splitlines()[0] == "query,sha256,path,relevant,annotator,at,settings" and "ada" in csv
+    [b for b in at.button if b.label == "Compare"][0].click().run()
+    rows = at.session_state["comparison"]
+    assert rows[0]["query"] == "a blue square" and {"P@k A", "P@k B", "AP A", "AP B"} <= set(rows[0])

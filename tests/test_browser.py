@@ -1,0 +1,180 @@
+"""One real-browser check of the results page: `streamlit run` on 127.0.0.1, headless Chromium, the DOM.
+
+Chromium comes from Debian's package, installed by `make test`. Set IRS_SCREENSHOT_DIR to keep the
+screenshot (the README's picture is made this way: `make screenshot`).
+"""
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from irs.index import Index
+from irs.settings import load_settings
+from irs.synthetic import write_folder
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1400",
+    "--hide-scrollbars",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served_app(tmp_path):
+    db = tmp_path / "db"
+    folder = tmp_path / "scenes"
+    write_folder(folder, 12, seed=4, side=256)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IRS_")}
+    env.update(IRS_DB=str(db), IRS_PROFILE="demo", HF_HUB_OFFLINE="1")
+    with Index(load_settings(environ=env)) as index:
+        index.add_folder(folder)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.read() == b"ok":
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start")
+    yield port
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol: load a page, wait until it shows something,
+    read its DOM, take a screenshot. (`--dump-dom` alone returns before Streamlit has drawn anything.)"""
+
+    def __init__(self, profile: Path) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                CHROMIUM,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                f"--remote-debugging-port={self.port}",
+                "--remote-allow-origins=*",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=2) as r:
+                    pages = [t for t in json.loads(r.read()) if t["type"] == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("chromium did not open its debugging port")
+            time.sleep(0.2)
+        from websockets.sync.client import connect
+
+        self.ws = connect(pages[0]["webSocketDebuggerUrl"], max_size=None)
+        self.next_id = 0
+
+    def call(self, method: str, **params: object) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=60))
+            if message.get("id") == self.next_id:
+                return message.get("result", {})
+
+    def evaluate(self, expression: str) -> object:
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def open_until(self, url: str, ready: str, timeout: float = 90) -> None:
+        """Navigate, then wait until the JavaScript expression `ready` is true."""
+        self.call("Page.navigate", url=url)
+        deadline = time.monotonic() + timeout
+        while not self.evaluate(ready):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"page not ready after {timeout}s: {self.evaluate('document.body.innerText')}")
+            time.sleep(0.5)
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+
+    def close(self) -> None:
+        self.ws.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("IRS_REQUIRE_BROWSER"), reason="no chromium")
+def test_search_page_in_headless_chromium(served_app, tmp_path):
+    assert CHROMIUM, "chromium is not installed: `make test` installs Debian's chromium"
+    browser = Chromium(tmp_path / "chrome")
+    try:
+        url = f"http://127.0.0.1:{served_app}/search?q=a+red+circle+on+the+left"
+        done = (
+            "document.body.innerText.includes('Parsed:') && "
+            "document.querySelectorAll('[data-testid=stImage] img').length >= 12 && "
+            "document.querySelector('[data-test-script-state=notRunning]') !== null"
+        )
+        browser.open_until(url, done)
+        dom = browser.evaluate("document.documentElement.outerHTML")
+        text = browser.evaluate("document.body.innerText")
+        shot = tmp_path / "search.png"
+        browser.screenshot(shot)
+    finally:
+        browser.close()
+    assert "object: a red circle · position: left" in text
+    assert "1. " in text and "scene_" in text  # ranked results with their file names
+    assert dom.count("<img") >= 12
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("IRS_SCREENSHOT_DIR"):
+        target = Path(os.environ["IRS_SCREENSHOT_DIR"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, target / "search.png")

@@ -1,0 +1,105 @@
+"""What every Streamlit page shares: the cached index and job, the demo notice, thumbnails with overlays.
+
+The pages (app.py and pages/) stay thin; the work is in the irs library, which never imports Streamlit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+from PIL import Image
+
+from irs import Index, load_settings
+from irs.jobs import IndexJob
+from irs.judgments import Judgments
+from irs.models import WeightsError
+from irs.overlay import PALETTE, draw_segments, thumbnail
+from irs.records import SearchResult, Segment
+from irs.settings import SettingsError
+from irs.store import ManifestMismatch
+
+THUMB = 384  # grid thumbnails
+LARGE = 1024  # the expanded view: never the full-size original
+
+
+def setup() -> None:
+    st.set_page_config(page_title="irs: image retrieval with segments", layout="wide")
+
+
+@st.cache_resource(show_spinner="Opening the index…")
+def _open(db: str) -> Index:
+    return Index.open(db)
+
+
+@st.cache_resource
+def _job(db: str) -> IndexJob:
+    return IndexJob(_open(db))
+
+
+@st.cache_resource
+def _judgments(db: str) -> Judgments:
+    return Judgments(db)
+
+
+def database() -> str:
+    """The database the app opens: IRS_DB, or the default under the user's data folder."""
+    return load_settings().db
+
+
+def index() -> Index:
+    """The open index, or a clear message and a stopped page."""
+    try:
+        return _open(database())
+    except (SettingsError, ManifestMismatch, WeightsError) as err:
+        st.error(f"The index at {database()} cannot be opened: {err}")
+        st.stop()
+
+
+def job() -> IndexJob:
+    index()
+    return _job(database())
+
+
+def judgments() -> Judgments:
+    return _judgments(database())
+
+
+def demo_notice(idx: Index) -> None:
+    if idx.settings.profile == "demo":
+        st.info(
+            "Demo model: a small CLIP trained in this repository on synthetic coloured shapes, with the "
+            "weight-free colour segmenter. It understands shapes, colours and positions, nothing else. "
+            "Set IRS_PROFILE=default for real CLIP and Segment Anything weights.",
+            icon=":material/science:",
+        )
+    elif idx.settings.profile == "test":
+        st.warning("Test profile: tiny random models. Rankings mean nothing.", icon=":material/bug_report:")
+
+
+def picture(idx: Index, path: str, sha256: str, size: int) -> Image.Image | None:
+    """A cached thumbnail, or None (with a note) when the file cannot be read any more."""
+    try:
+        return thumbnail(path, sha256, size, Path(idx.settings.db) / "thumbs", idx.settings.max_pixels)
+    except Exception as err:  # a file moved or broken since indexing
+        st.caption(f"{Path(path).name}: cannot show ({err})")
+        return None
+
+
+def overlay(
+    idx: Index, result: SearchResult, size: int, opacity: float, outline: bool, box: bool
+) -> Image.Image | None:
+    """The result's picture with the segment of each query phrase drawn in that phrase's colour."""
+    image = picture(idx, result.path, result.sha256, size)
+    if image is None:
+        return None
+    segments: list[tuple[Segment, tuple[int, int, int]]] = [
+        (m.segment, PALETTE[i % len(PALETTE)]) for i, m in enumerate(result.matches) if m.segment is not None
+    ]
+    if not segments and result.segment is not None:
+        segments = [(result.segment, PALETTE[0])]
+    return draw_segments(image, segments, opacity, outline, box)
+
+
+def parts_text(parts: dict[str, float]) -> str:
+    return " · ".join(f"{k} {v:.3f}" for k, v in parts.items())
