@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from irs.embed import Embedder
 from irs.load import LoadError, decode_image, discover
+from irs.pipeline import Writer, prefetch
 from irs.query import ParsedQuery, Phrase, parse_query
-from irs.records import BadFile, FileEntry, LoadedImage, SearchResult
+from irs.records import BadFile, FileEntry, LoadedImage, SearchResult, Segment
 from irs.search import QueryVectors, rank
-from irs.segment import Segmenter, make_segmenter, segment_image
+from irs.segment import Segmenter, make_segmenter, segment_images
 from irs.settings import Settings, load_settings
 from irs.store import Store
 
@@ -71,6 +73,18 @@ class IndexReport:
 
 
 ProgressFn = Callable[[Progress], Any]
+
+
+@dataclass
+class Prepared:
+    """A file after the loader workers: its identity and, for unseen bytes, model-ready pixels."""
+
+    entry: FileEntry
+    sha256: str = ""
+    pixels: torch.Tensor | None = None
+    width: int = 0
+    height: int = 0
+    error: str = ""
 
 
 class Index:
@@ -159,85 +173,128 @@ class Index:
         report.stopped = stopped
         return report
 
+    def _prepare(self, entry: FileEntry) -> Prepared:
+        """Worker side of stage 1: read, hash, and (for unseen bytes) decode and preprocess one file."""
+        try:
+            data = Path(entry.path).read_bytes()
+        except OSError as err:
+            return Prepared(entry, error=f"cannot read file: {err.strerror or err}")
+        sha = hashlib.sha256(data).hexdigest()
+        state = self.store.image_state(sha)
+        if state and state[0]:
+            return Prepared(entry, sha)  # same bytes seen before: reuse the vectors
+        try:
+            image = decode_image(data, self.settings.max_pixels, self.settings.work_max_side, entry.path)
+        except LoadError as err:
+            return Prepared(entry, sha, error=str(err))
+        pixels = self.embedder.clip.preprocess(Image.fromarray(image.pixels))
+        return Prepared(entry, sha, pixels, image.width, image.height)
+
     def _embed_files(
         self, todo: list[FileEntry], report: IndexReport, progress: ProgressFn | None, stop: threading.Event | None
     ) -> bool:
-        """Stage 1: hash, decode and embed whole images, a batch at a time. Returns True if stopped."""
+        """Stage 1: embed whole images a batch at a time, decoding ahead and writing behind.
+        Returns True if stopped."""
         started = time.monotonic()
-        batch: list[tuple[FileEntry, LoadedImage]] = []
-        for n, entry in enumerate(todo, 1):
-            try:
-                data = Path(entry.path).read_bytes()
-            except OSError as err:
-                report.failed.append(BadFile(entry.path, f"cannot read file: {err.strerror or err}"))
-                continue
-            sha = hashlib.sha256(data).hexdigest()
-            state = self.store.image_state(sha)
-            if state and state[0]:
-                self.store.link_files([(entry, sha)])  # same bytes seen before: reuse the vectors
-                report.reused += 1
-            else:
-                try:
-                    image = decode_image(data, self.settings.max_pixels, self.settings.work_max_side, entry.path)
-                except LoadError as err:
-                    report.failed.append(BadFile(entry.path, str(err)))
-                    self.store.forget_paths([entry.path])  # its old content is gone from disk
+        _ = self.embedder  # load the model before the workers need its preprocess
+        batch: list[Prepared] = []
+        writer = Writer()
+        stopped = False
+        try:
+            work = prefetch(self._prepare, todo, self.settings.load_workers, 2 * self.settings.batch_size)
+            for n, (entry, item) in enumerate(work, 1):
+                if item.error:
+                    report.failed.append(BadFile(entry.path, item.error))
+                    writer.submit(self.store.forget_paths, [entry.path])  # its old content is gone from disk
+                elif item.pixels is None:
+                    writer.submit(self.store.link_files, [(entry, item.sha256)])
+                    report.reused += 1
                 else:
-                    batch.append((entry, image))
-            if len(batch) >= self.settings.batch_size or (n == len(todo) and batch):
-                self._flush_images(batch)
-                report.added += len(batch)
-                batch = []
-            if progress:
-                progress(Progress("embed", n, len(todo), started, entry.path))
-            if stop is not None and stop.is_set():
-                if batch:
-                    self._flush_images(batch)
+                    batch.append(item)
+                if progress:
+                    progress(Progress("embed", n, len(todo), started, entry.path))
+                stopped = _is_set(stop)
+                if batch and (len(batch) >= self.settings.batch_size or n == len(todo) or stopped):
+                    self._flush_images(batch, writer)
                     report.added += len(batch)
-                return True
-        return False
+                    batch = []
+                if stopped:
+                    break
+        finally:
+            writer.close()
+        return stopped
 
-    def _flush_images(self, batch: list[tuple[FileEntry, LoadedImage]]) -> None:
-        unique: dict[str, LoadedImage] = {}
-        for _, image in batch:
-            unique.setdefault(image.sha256, image)
-        vectors = self.embedder.images([Image.fromarray(im.pixels) for im in unique.values()])
-        self.store.add_images([(s, im.width, im.height) for s, im in unique.items()], vectors)
-        self.store.link_files([(entry, image.sha256) for entry, image in batch])
+    def _flush_images(self, batch: list[Prepared], writer: Writer) -> None:
+        unique: dict[str, Prepared] = {}
+        for item in batch:
+            unique.setdefault(item.sha256, item)
+        vectors = self.embedder.encode_pixels(torch.stack([item.pixels for item in unique.values()]))
+        rows = [(sha, item.width, item.height) for sha, item in unique.items()]
+        writer.submit(self.store.add_images, rows, vectors)
+        writer.submit(self.store.link_files, [(item.entry, item.sha256) for item in batch])
 
     def _segment_pending(self, report: IndexReport, progress: ProgressFn | None, stop: threading.Event | None) -> bool:
-        """Stage 2: segment every embedded image that has no segments yet. Returns True if stopped."""
+        """Stage 2: segment every embedded image that has no segments yet; the crops of several images
+        are embedded together. Returns True if stopped."""
         pending = self.store.pending_segmentation()
         paths = self.store.paths_of(pending)
         started = time.monotonic()
-        for n, sha in enumerate(pending, 1):
-            image = self._load_any(paths.get(sha, []), sha, report)
-            if image is not None:
-                segments = segment_image(self.segmenter, image.pixels, self.settings)
-                vectors = self.embedder.images(self.embedder.segment_crops(image.pixels, segments))
-                self.store.add_segments(sha, segments, vectors)
-                report.segmented += 1
-            if progress:
-                progress(Progress("segment", n, len(pending), started, paths.get(sha, [""])[0]))
-            if stop is not None and stop.is_set():
-                return True
-        return False
+        waiting: list[tuple[str, list[Segment], list[Image.Image]]] = []  # segmented, not yet embedded
+        writer = Writer()
+        stopped = False
 
-    def _load_any(self, paths: list[str], sha: str, report: IndexReport) -> LoadedImage | None:
-        """Decode the first path that still holds these bytes."""
+        def load(sha: str) -> tuple[LoadedImage | None, list[BadFile]]:
+            return self._load_any(paths.get(sha, []), sha)
+
+        try:
+            work = prefetch(load, pending, self.settings.load_workers, 4)
+            group: list[tuple[str, LoadedImage]] = []  # images sharing one segmenter batch
+            for n, (sha, (image, problems)) in enumerate(work, 1):
+                report.failed.extend(problems)
+                if image is not None:
+                    group.append((sha, image))
+                if group and (len(group) >= self.settings.sam_batch or n == len(pending) or _is_set(stop)):
+                    pixels = [im.pixels for _, im in group]
+                    for (sha_g, im), segments in zip(group, segment_images(self.segmenter, pixels, self.settings)):
+                        waiting.append((sha_g, segments, self.embedder.segment_crops(im.pixels, segments)))
+                        report.segmented += 1
+                    group = []
+                if progress:
+                    progress(Progress("segment", n, len(pending), started, paths.get(sha, [""])[0]))
+                stopped = _is_set(stop)
+                crops = sum(len(w[2]) for w in waiting)
+                if waiting and (crops >= self.settings.batch_size or n == len(pending) or stopped):
+                    self._flush_segments(waiting, writer)
+                    waiting = []
+                if stopped:
+                    break
+        finally:
+            writer.close()
+        return stopped
+
+    def _flush_segments(self, waiting: list[tuple[str, list[Segment], list[Image.Image]]], writer: Writer) -> None:
+        vectors = self.embedder.images([crop for _, _, crops in waiting for crop in crops])
+        start = 0
+        for sha, segments, _ in waiting:
+            writer.submit(self.store.add_segments, sha, segments, vectors[start : start + len(segments)])
+            start += len(segments)
+
+    def _load_any(self, paths: list[str], sha: str) -> tuple[LoadedImage | None, list[BadFile]]:
+        """Decode the first path that still holds these bytes (and the problems met on the way)."""
+        problems = []
         for path in paths:
             try:
                 data = Path(path).read_bytes()
             except OSError as err:
-                report.failed.append(BadFile(path, f"cannot read file: {err.strerror or err}"))
+                problems.append(BadFile(path, f"cannot read file: {err.strerror or err}"))
                 continue
             if hashlib.sha256(data).hexdigest() != sha:
                 continue  # changed since stage 1; the next run re-embeds it
             try:
-                return decode_image(data, self.settings.max_pixels, self.settings.work_max_side, path)
+                return decode_image(data, self.settings.max_pixels, self.settings.work_max_side, path), problems
             except LoadError as err:
-                report.failed.append(BadFile(path, str(err)))
-        return None
+                problems.append(BadFile(path, str(err)))
+        return None, problems
 
     # search ---------------------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, settings: Settings | None = None) -> list[SearchResult]:
@@ -286,6 +343,10 @@ class Index:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _is_set(event: threading.Event | None) -> bool:
+    return event is not None and event.is_set()
 
 
 def _write_config(settings: Settings) -> None:

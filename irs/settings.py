@@ -23,6 +23,7 @@ INDEX_FIELDS = (
     "segmenter",
     "sam_model_type",
     "sam_checkpoint",
+    "sam_generator",
     "points_per_side",
     "pred_iou_thresh",
     "stability_score_thresh",
@@ -55,6 +56,7 @@ class Settings:
     clip_pretrained: str = "laion2b_s34b_b79k"  # an open_clip tag, a local file, or "" for random
     device: str = "auto"  # auto | cpu | cuda | mps
     batch_size: int = 64
+    load_workers: int = 2  # threads reading and decoding ahead of the model (0: none)
     segment_background: str = "grey"  # grey | blur | keep: pixels outside a segment's mask
     crop_padding: float = 0.1  # context around a segment's box, as a fraction of the box
 
@@ -62,6 +64,8 @@ class Settings:
     segmenter: str = "sam"  # sam | none
     sam_model_type: str = "vit_b"  # vit_h | vit_l | vit_b | tiny (random, tests only)
     sam_checkpoint: str = ""  # local path; "" downloads the published checkpoint
+    sam_generator: str = "batched"  # batched (fast, irs's) | stock (segment_anything's SamAutomaticMaskGenerator)
+    sam_batch: int = 1  # images per SAM encoder batch (raise on a GPU)
     points_per_side: int = 32
     points_per_batch: int = 64
     pred_iou_thresh: float = 0.88
@@ -105,6 +109,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "clip_pretrained": "",
         "device": "cpu",
         "sam_model_type": "tiny",
+        "sam_generator": "stock",
         "points_per_side": 4,
         "pred_iou_thresh": 0.0,
         "stability_score_thresh": 0.0,

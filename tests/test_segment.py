@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from irs.models import build_tiny_sam
-from irs.segment import Candidate, SamSegmenter, postprocess, segment_image
+from irs.segment import Candidate, SamSegmenter, postprocess, segment_image, segment_images
 from irs.synthetic import make_scenes
 
 
@@ -56,3 +56,39 @@ def test_postprocess_drops_small_and_duplicate_masks_and_keeps_best_n():
 
 def test_postprocess_of_nothing():
     assert postprocess([], 0.01, 0.9, 5) == []
+
+
+def test_batched_generator_with_tiny_sam(test_settings):
+    from irs.segment import BatchedSamSegmenter
+
+    settings = test_settings.replace(sam_generator="batched", pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    segmenter = BatchedSamSegmenter(build_tiny_sam(), settings)
+    images = [s.image for s in make_scenes(3, seed=8, side=160)]
+    one_by_one = [segment_image(segmenter, img, settings) for img in images]
+    together = segment_images(segmenter, images, settings)
+    assert [len(x) for x in one_by_one] == [len(x) for x in together]
+    for a, b in zip(one_by_one, together):
+        assert all(np.array_equal(x.mask(), y.mask()) for x, y in zip(a, b))  # batching changes nothing
+    assert all(1 <= len(x) <= settings.max_segments for x in together)
+    for seg in together[0]:
+        assert seg.mask().shape == (160, 160) and seg.mask().any()
+
+
+def test_batched_generator_applies_the_quality_thresholds(test_settings):
+    from irs.segment import BatchedSamSegmenter
+
+    strict = test_settings.replace(pred_iou_thresh=1e9)  # nothing can pass
+    assert BatchedSamSegmenter(build_tiny_sam(), strict).masks(make_scenes(1, seed=8, side=96)[0].image) == []
+
+
+def test_components_segmenter_finds_every_synthetic_object():
+    from irs.geometry import box_iou
+    from irs.segment import ComponentsSegmenter
+
+    segmenter, found, total = ComponentsSegmenter(), 0, 0
+    for scene in make_scenes(20, seed=12):
+        segments = postprocess(segmenter.masks(scene.image), 0.002, 0.85, 32)
+        for obj in scene.objects:
+            total += 1
+            found += any(box_iou(s.bbox, obj.bbox) >= 0.5 for s in segments)
+    assert found / total >= 0.95

@@ -1,0 +1,81 @@
+"""Concurrency for the index pipeline: read and decode ahead of the model, write behind it.
+
+Both are bounded, so memory stays flat however large the folder: `prefetch` runs at most `depth`
+items ahead of the consumer, and `Writer` holds at most `depth` pending writes.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int, depth: int) -> Iterator[tuple[T, R]]:
+    """(item, fn(item)) in input order, fn running on `workers` threads at most `depth` items ahead.
+
+    PIL decoding, hashing and file reads release the GIL, so threads overlap them with the model."""
+    if workers <= 0:
+        for item in items:
+            yield item, fn(item)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="irs-load")
+    pending: deque[tuple[T, Future[R]]] = deque()
+    source = iter(items)
+    try:
+        for item in source:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= depth:
+                break
+        while pending:
+            item, future = pending.popleft()
+            following = next(source, _END)
+            if following is not _END:
+                pending.append((following, pool.submit(fn, following)))
+            yield item, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_END: Any = object()
+
+
+class Writer:
+    """Applies writes in order on one background thread, so the model never waits for the database.
+
+    `submit` blocks while `depth` writes are pending; `close` waits for all of them and re-raises the
+    first error (a failed write stops the run rather than losing data silently)."""
+
+    def __init__(self, depth: int = 4) -> None:
+        self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="irs-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((fn, args))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    job[0](*job[1])
+                except BaseException as err:  # handed to the caller at the next submit or close
+                    self._error = err
