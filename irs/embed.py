@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from irs.geometry import box_pixels, pad_box
+from irs.geometry import box_pixels, fit_mask, pad_box
 from irs.models import ClipModel
 from irs.records import Segment
 
@@ -103,7 +103,7 @@ def segment_crop(
     x0, y0, x1, y1 = box_pixels(pad_box(segment.bbox, padding), width, height)
     crop = pixels[y0:y1, x0:x1].copy()
     if background != "keep":
-        inside = segment.mask()[y0:y1, x0:x1]
+        inside = fit_mask(segment.mask(), height, width)[y0:y1, x0:x1]  # stored masks may be smaller
         if background == "grey":
             fill = np.array(grey, np.uint8)
         else:

@@ -50,10 +50,32 @@ def mask_box(mask: np.ndarray) -> Box:
 def mask_centroid(mask: np.ndarray) -> Point:
     """Normalised centre of mass of the set pixels (pixel centres)."""
     height, width = mask.shape
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
+    cols = mask.sum(axis=0, dtype=np.int64)  # row and column sums: no coordinate arrays to build
+    total = cols.sum()
+    if total == 0:
         return (0.5, 0.5)
-    return (float((xs.mean() + 0.5) / width), float((ys.mean() + 0.5) / height))
+    rows = mask.sum(axis=1, dtype=np.int64)
+    x = float((cols * np.arange(width)).sum() / total)
+    y = float((rows * np.arange(height)).sum() / total)
+    return ((x + 0.5) / width, (y + 0.5) / height)
+
+
+def fit_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A mask resized (nearest neighbour) to height x width, or itself when it already fits."""
+    if mask.shape == (height, width):
+        return mask
+    import cv2
+
+    return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def shrink_mask(mask: np.ndarray, max_side: int) -> np.ndarray:
+    """A mask scaled down so its longest side is at most max_side (aspect kept)."""
+    height, width = mask.shape
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return mask
+    return fit_mask(mask, max(1, round(height * scale)), max(1, round(width * scale)))
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

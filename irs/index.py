@@ -274,10 +274,11 @@ class Index:
 
     def _flush_segments(self, waiting: list[tuple[str, list[Segment], list[Image.Image]]], writer: Writer) -> None:
         vectors = self.embedder.images([crop for _, _, crops in waiting for crop in crops])
-        start = 0
+        items, start = [], 0
         for sha, segments, _ in waiting:
-            writer.submit(self.store.add_segments, sha, segments, vectors[start : start + len(segments)])
+            items.append((sha, segments, vectors[start : start + len(segments)]))
             start += len(segments)
+        writer.submit(self.store.add_segments_many, items)
 
     def _load_any(self, paths: list[str], sha: str) -> tuple[LoadedImage | None, list[BadFile]]:
         """Decode the first path that still holds these bytes (and the problems met on the way)."""

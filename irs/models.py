@@ -37,6 +37,11 @@ SAM_CHECKPOINTS: dict[str, tuple[str, str]] = {
         "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
         "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
     ),
+    # MobileSAM: a TinyViT encoder with SAM's prompt encoder and mask decoder (package mobilesam-mirror)
+    "vit_t": (
+        "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+        "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+    ),
 }
 
 
@@ -233,16 +238,28 @@ def build_tiny_sam(seed: int = 0) -> torch.nn.Module:
     return sam.eval()
 
 
-def load_sam(model_type: str, checkpoint: str, cache_dir: str, device: str = "auto") -> torch.nn.Module:
-    """A Segment Anything model on its device, weights loaded with weights_only=True."""
+def build_sam_architecture(model_type: str) -> torch.nn.Module:
+    """The architecture of a SAM model type with random weights (vit_t comes from MobileSAM)."""
+    if model_type == "vit_t":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MobileSAM imports timm's deprecated paths
+            from mobile_sam import sam_model_registry as mobile_registry
+        return mobile_registry["vit_t"](checkpoint=None)
     from segment_anything import sam_model_registry
 
+    if model_type not in sam_model_registry:
+        raise WeightsError(f"unknown SAM model type {model_type!r}; one of vit_h, vit_l, vit_b, vit_t, tiny")
+    return sam_model_registry[model_type](checkpoint=None)
+
+
+def load_sam(model_type: str, checkpoint: str, cache_dir: str, device: str = "auto") -> torch.nn.Module:
+    """A Segment Anything model on its device, weights loaded with weights_only=True."""
     if model_type == "tiny":
         return build_tiny_sam().to(pick_device(device))
-    if model_type not in sam_model_registry:
-        raise WeightsError(f"unknown SAM model type {model_type!r}; one of vit_h, vit_l, vit_b, tiny")
     path = sam_checkpoint(model_type, checkpoint, cache_dir)
-    sam = sam_model_registry[model_type](checkpoint=None)
+    sam = build_sam_architecture(model_type)
     state = torch.load(path, map_location="cpu", weights_only=True)
     sam.load_state_dict(state)
     return sam.to(pick_device(device)).eval()

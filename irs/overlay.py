@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from irs.geometry import fit_mask
 from irs.load import load_image
 from irs.records import Segment
 
@@ -41,7 +42,7 @@ def draw_segments(
     for segment, colour in segments:
         if segment is None:
             continue
-        mask = _fit_mask(segment, width, height) if segment.mask_rle else None
+        mask = fit_mask(segment.mask(), height, width) if segment.mask_rle else None
         if mask is not None:
             base[mask] = (1 - opacity) * base[mask] + opacity * np.array(colour, np.float32)
             if outline:
@@ -57,13 +58,6 @@ def draw_segments(
                 x0, y0, x1, y1 = segment.bbox
                 draw.rectangle([x0 * width, y0 * height, x1 * width - 1, y1 * height - 1], outline=colour, width=2)
     return result
-
-
-def _fit_mask(segment: Segment, width: int, height: int) -> np.ndarray:
-    mask = segment.mask()
-    if mask.shape != (height, width):
-        mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
-    return mask
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:

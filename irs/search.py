@@ -60,7 +60,7 @@ class Scored:
 class Candidate:
     sha256: str
     image_sim: float
-    hits: list[tuple[Segment, float] | None]  # best pool hit per phrase
+    hits: list[list[tuple[Segment, float]]]  # per phrase: this image's segments in that phrase's pool
     scored: Scored | None = None
 
 
@@ -187,74 +187,70 @@ def _rank_pools(
     image_sims = store.query_images(vectors.whole, n_images)
     image_floor = min(image_sims.values()) if len(image_sims) == n_images else None
     use_segments = settings.weight_segment > 0
-    phrase_hits: list[dict[str, tuple[Segment, float]]] = []
+    w_pos = settings.weight_position
+    phrase_hits: list[dict[str, list[tuple[Segment, float]]]] = []
     floors: list[float | None] = []
     for vec in vectors.phrases:
         hits = store.query_segments(vec, n_segments) if use_segments else []
-        best: dict[str, tuple[Segment, float]] = {}
-        for hit in hits:  # best first: the first hit of an image is its most similar segment
-            best.setdefault(hit.sha256, (hit.segment, hit.similarity))
-        phrase_hits.append(best)
+        by_image: dict[str, list[tuple[Segment, float]]] = {}
+        for hit in hits:
+            by_image.setdefault(hit.sha256, []).append((hit.segment, hit.similarity))
+        phrase_hits.append(by_image)
+        # an image's segment outside the pool is no more similar than the pool's last one
         floors.append(hits[-1].similarity if use_segments and len(hits) == n_segments else None)
 
     shas = list(dict.fromkeys([*image_sims, *(sha for hits in phrase_hits for sha in hits)]))
     for sha, vec in store.image_vectors([s for s in shas if s not in image_sims]).items():
         image_sims[sha] = float(vec @ vectors.whole)
     candidates = {
-        sha: Candidate(sha, image_sims[sha], [hits.get(sha) for hits in phrase_hits])
+        sha: Candidate(sha, image_sims[sha], [hits.get(sha, []) for hits in phrase_hits])
         for sha in shas
         if sha in image_sims
     }
 
-    in_relation = {i for r in parsed.relations for i in (r.subject, r.object)}
-    pool_exact = [p.position is None and i not in in_relation for i, p in enumerate(parsed.phrases)]
+    def best_known(phrase: Phrase, hits: list[tuple[Segment, float]]) -> float | None:
+        """The best phrase score among an image's pool hits (their positions are known)."""
+        if not hits:
+            return None
+        return max(sim + w_pos * (position_fit(phrase.position, seg.centroid) - 1) for seg, sim in hits)
 
-    def bound(c: Candidate) -> float:
-        if c.scored is not None:
-            return c.scored.fused
+    in_relation = {i for r in parsed.relations for i in (r.subject, r.object)}
+    bounds: dict[str, float] = {}
+    for cand in candidates.values():
+        known = [best_known(p, h) for p, h in zip(parsed.phrases, cand.hits)]
         unit = {}
-        for i, hit in enumerate(c.hits):
-            options = [v for v in (hit[1] if hit else None, floors[i]) if v is not None]
+        for i, value in enumerate(known):
+            options = [v for v in (value, floors[i]) if v is not None]
             unit[i] = max(options) if options else 1.0  # unknown: this image's segments were never seen
         if not use_segments:
-            unit = dict.fromkeys(unit, c.image_sim)
-        return _upper_bound(parsed, unit, c.image_sim, settings)
-
-    # A plain phrase whose pool holds this image's most similar segment is exact without fetching.
-    for cand in candidates.values():
-        if not use_segments and not vectors.negatives:
+            unit = dict.fromkeys(unit, cand.image_sim)
+        bounds[cand.sha256] = _upper_bound(parsed, unit, cand.image_sim, settings)
+        if vectors.negatives:
+            continue
+        if not use_segments:
             cand.scored = _whole_image_only(cand.image_sim, 0.0, settings)
-        elif use_segments and not vectors.negatives and all(pool_exact) and all(h is not None for h in cand.hits):
-            segments = [h[0] for h in cand.hits]
-            sims = np.full((len(segments), len(segments)), -np.inf)
-            np.fill_diagonal(sims, [h[1] for h in cand.hits])  # other entries cannot beat the pool hits
+        elif not in_relation and all(v is not None and (f is None or v >= f) for v, f in zip(known, floors)):
+            # every phrase's best segment is among the pool hits: score from them, nothing to fetch
+            segments = list({id(seg): seg for hits in cand.hits for seg, _ in hits}.values())
+            row = {id(seg): r for r, seg in enumerate(segments)}
+            sims = np.full((len(segments), len(parsed.phrases)), -np.inf)
+            for i, hits in enumerate(cand.hits):
+                for seg, sim in hits:
+                    sims[row[id(seg)], i] = sim
             cand.scored = score_image(parsed, segments, sims, cand.image_sim, 0.0, settings)
 
+    def bound(c: Candidate) -> float:
+        return c.scored.fused if c.scored is not None else bounds[c.sha256]
+
     while True:
-        ordered = sorted(candidates.values(), key=bound, reverse=True)[:k]
-        todo = [c.sha256 for c in ordered if c.scored is None]
-        if not todo:
+        ordered = sorted(candidates.values(), key=bound, reverse=True)
+        if all(c.scored is not None for c in ordered[:k]):
             break
-        fetched: dict[str, list[tuple[Segment, np.ndarray]]] = {sha: [] for sha in todo}
-        if use_segments:
-            for sha, seg, vec in store.segment_vectors(todo):
-                fetched[sha].append((seg, vec))
-        need_image = [sha for sha in todo if not fetched[sha] or vectors.negatives]
-        image_vecs = store.image_vectors(need_image)
-        phrase_matrix = np.stack(vectors.phrases).T
-        for sha in todo:
-            cand = candidates[sha]
-            negative = 0.0
-            if vectors.negatives:
-                negative = sum(
-                    n.weight * float(v @ image_vecs[sha]) for n, v in zip(parsed.negatives, vectors.negatives)
-                )
-            if not use_segments:
-                cand.scored = _whole_image_only(cand.image_sim, negative, settings)
-                continue
-            pairs = fetched[sha] or [(WHOLE_IMAGE, image_vecs[sha])]
-            sims = np.stack([v for _, v in pairs]) @ phrase_matrix
-            cand.scored = score_image(parsed, [s for s, _ in pairs], sims, cand.image_sim, negative, settings)
+        exact = sorted((c.scored.fused for c in candidates.values() if c.scored is not None), reverse=True)
+        kth = exact[k - 1] if len(exact) >= k else -np.inf
+        # everything that could still reach the top k, in one fetch
+        todo = [c.sha256 for c in ordered if c.scored is None and bounds[c.sha256] >= kth][: max(4 * k, 32)]
+        _score_fetched(store, parsed, vectors, settings, [candidates[sha] for sha in todo])
 
     unseen = None
     if image_floor is not None:
@@ -262,7 +258,31 @@ def _rank_pools(
         if not use_segments:
             unit = dict.fromkeys(unit, image_floor)
         unseen = _upper_bound(parsed, unit, image_floor, settings)
-    return ordered, unseen
+    return ordered[:k], unseen
+
+
+def _score_fetched(
+    store: Store, parsed: ParsedQuery, vectors: QueryVectors, settings: Settings, todo: list[Candidate]
+) -> None:
+    """Fetch the candidates' own segments (and image vectors where needed) and score them exactly."""
+    use_segments = settings.weight_segment > 0
+    fetched: dict[str, list[tuple[Segment, np.ndarray]]] = {c.sha256: [] for c in todo}
+    if use_segments:
+        for sha, seg, vec in store.segment_vectors(list(fetched)):
+            fetched[sha].append((seg, vec))
+    image_vecs = store.image_vectors([sha for sha in fetched if not fetched[sha] or vectors.negatives])
+    phrase_matrix = np.stack(vectors.phrases).T
+    for cand in todo:
+        sha = cand.sha256
+        negative = 0.0
+        if vectors.negatives:
+            negative = sum(n.weight * float(v @ image_vecs[sha]) for n, v in zip(parsed.negatives, vectors.negatives))
+        if not use_segments:
+            cand.scored = _whole_image_only(cand.image_sim, negative, settings)
+            continue
+        pairs = fetched[sha] or [(WHOLE_IMAGE, image_vecs[sha])]
+        sims = np.stack([v for _, v in pairs]) @ phrase_matrix
+        cand.scored = score_image(parsed, [s for s, _ in pairs], sims, cand.image_sim, negative, settings)
 
 
 def _whole_image_only(image_sim: float, negative: float, settings: Settings) -> Scored:

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from irs.geometry import mask_box, mask_centroid, rle_encode
+from irs.geometry import mask_box, mask_centroid, rle_encode, shrink_mask
 from irs.records import Segment
 from irs.settings import Settings
 
@@ -142,8 +142,14 @@ class BatchedSamSegmenter:
         boxes = batched_mask_to_box(logits_t > sam.mask_threshold).float()
         keep = batched_nms(boxes, scores_t, torch.zeros_like(scores_t, dtype=torch.int64), s.box_nms_thresh)
         keep = keep[: self.keep]
-        full = sam.postprocess_masks(logits_t[keep][:, None], input_size, original)[:, 0] > sam.mask_threshold
-        full = full.cpu().numpy()
+        # upsample only the survivors, straight to the stored mask size: little to copy off the device
+        scale = min(1.0, s.mask_max_side / max(h, w))
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        padded = torch.nn.functional.interpolate(
+            logits_t[keep][:, None], (sam.image_encoder.img_size,) * 2, mode="bilinear", align_corners=False
+        )[..., : input_size[0], : input_size[1]]
+        full = torch.nn.functional.interpolate(padded, size, mode="bilinear", align_corners=False)[:, 0]
+        full = (full > sam.mask_threshold).cpu().numpy()
         kept_scores = scores_t[keep].cpu().numpy()
         return [Candidate(m, float(sc), 1.0) for m, sc in zip(full, kept_scores) if m.any()]
 
@@ -222,10 +228,14 @@ def _small(mask: np.ndarray, side: int = 128) -> np.ndarray:
     return mask[::step, ::step]
 
 
-def postprocess(candidates: list[Candidate], min_area: float, dedup_iou: float, max_segments: int) -> list[Segment]:
-    """Filter and rank raw masks into at most `max_segments` Segments, best first."""
+def postprocess(
+    candidates: list[Candidate], min_area: float, dedup_iou: float, max_segments: int, mask_max_side: int = 256
+) -> list[Segment]:
+    """Filter and rank raw masks into at most `max_segments` Segments, best first, each mask stored at most
+    `mask_max_side` pixels on a side."""
     if not candidates:
         return []
+    candidates = [Candidate(shrink_mask(c.mask, mask_max_side), c.predicted_iou, c.stability_score) for c in candidates]
     total = candidates[0].mask.size
     scored = [c for c in candidates if c.mask.sum() / total >= min_area]
     scored.sort(key=lambda c: c.predicted_iou * c.stability_score, reverse=True)
@@ -294,6 +304,8 @@ def segment_images(segmenter: Segmenter, images: list[np.ndarray], settings: Set
     else:
         raw = [segmenter.masks(pixels) for pixels in images]
     return [
-        postprocess(masks, settings.min_segment_area, settings.segment_dedup_iou, settings.max_segments)
+        postprocess(
+            masks, settings.min_segment_area, settings.segment_dedup_iou, settings.max_segments, settings.mask_max_side
+        )
         for masks in raw
     ]

@@ -32,6 +32,7 @@ INDEX_FIELDS = (
     "min_segment_area",
     "segment_dedup_iou",
     "max_segments",
+    "mask_max_side",
     "segment_background",
     "crop_padding",
     "work_max_side",
@@ -62,7 +63,7 @@ class Settings:
 
     # segment (Segment Anything)
     segmenter: str = "sam"  # sam | none
-    sam_model_type: str = "vit_b"  # vit_h | vit_l | vit_b | tiny (random, tests only)
+    sam_model_type: str = "vit_b"  # vit_h | vit_l | vit_b | vit_t (MobileSAM) | tiny (random, tests only)
     sam_checkpoint: str = ""  # local path; "" downloads the published checkpoint
     sam_generator: str = "batched"  # batched (fast, irs's) | stock (segment_anything's SamAutomaticMaskGenerator)
     sam_batch: int = 1  # images per SAM encoder batch (raise on a GPU)
@@ -75,6 +76,7 @@ class Settings:
     min_segment_area: float = 0.005  # drop segments smaller than this fraction of the image
     segment_dedup_iou: float = 0.85  # drop a segment whose mask IoU with a better one is above
     max_segments: int = 32  # keep the best N per image
+    mask_max_side: int = 256  # masks are stored at most this big (SAM's own mask logits are 256x256)
 
     # search
     weight_image: float = 0.5  # fused = weight_image * image_sim + weight_segment * segment_sim

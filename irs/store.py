@@ -208,8 +208,13 @@ class Store:
 
     # segments -----------------------------------------------------------------------------------
     def add_segments(self, sha: str, segments: list[Segment], vectors: np.ndarray) -> None:
-        """Replace an image's segments (rows first, then vectors, then the done mark)."""
-        self._drop_segments([sha])
+        """Replace one image's segments."""
+        self.add_segments_many([(sha, segments, vectors)])
+
+    def add_segments_many(self, items: list[tuple[str, list[Segment], np.ndarray]]) -> None:
+        """Replace the segments of several images: rows first, then vectors in large Chroma batches, then
+        the done marks. One call per batch of images, not per image: Chroma's cost is mostly per call."""
+        self._drop_segments([sha for sha, _, _ in items])
         with self.transaction():
             self.sql.executemany(
                 "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -226,15 +231,15 @@ class Store:
                         s.mask_shape[0],
                         s.mask_shape[1],
                     )
+                    for sha, segments, _ in items
                     for s in segments
                 ],
             )
-        for start in range(0, len(segments), self.batch_limit):
-            chunk = segments[start : start + self.batch_limit]
-            self.segments.upsert(
-                ids=[segment_id(sha, s.index) for s in chunk],
-                embeddings=vectors[start : start + len(chunk)],
-                metadatas=[
+        ids, metas, vecs = [], [], []
+        for sha, segments, vectors in items:
+            for s, v in zip(segments, vectors):
+                ids.append(segment_id(sha, s.index))
+                metas.append(
                     {
                         "image": sha,
                         "idx": s.index,
@@ -246,20 +251,22 @@ class Store:
                         "cy": s.centroid[1],
                         "area": s.area,
                     }
-                    for s in chunk
-                ],
-            )
+                )
+                vecs.append(v)
+        for start in range(0, len(ids), self.batch_limit):
+            end = start + self.batch_limit
+            self.segments.upsert(ids=ids[start:end], embeddings=np.asarray(vecs[start:end]), metadatas=metas[start:end])
         with self.transaction():
-            self.sql.execute("UPDATE images SET segmented=1 WHERE sha256=?", (sha,))
+            self.sql.executemany("UPDATE images SET segmented=1 WHERE sha256=?", [(sha,) for sha, _, _ in items])
 
     def _drop_segments(self, shas: list[str]) -> None:
-        for sha in shas:
-            with self._lock:
-                idx = [r[0] for r in self.sql.execute("SELECT idx FROM segments WHERE sha256=?", (sha,))]
-            if idx:
-                self.segments.delete(ids=[segment_id(sha, i) for i in idx])
-            with self.transaction():
-                self.sql.execute("DELETE FROM segments WHERE sha256=?", (sha,))
+        """Delete images' segments: vectors first, then rows (a kill in between leaves rows a rerun redoes)."""
+        counts = self.segment_count(shas)
+        ids = [segment_id(sha, i) for sha in shas for i in range(counts[sha])]
+        for start in range(0, len(ids), self.batch_limit):
+            self.segments.delete(ids=ids[start : start + self.batch_limit])
+        with self.transaction():
+            self.sql.executemany("DELETE FROM segments WHERE sha256=?", [(sha,) for sha in shas])
 
     def segments_of(self, sha: str) -> list[Segment]:
         """An image's segments with masks, best first."""

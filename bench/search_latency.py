@@ -1,0 +1,190 @@
+"""Search latency: end-to-end p50/p95 (query text in, ranked images with segments and masks out) against the
+bare cost underneath it (the text encoder and the Chroma queries irs makes), at 10k images + 100k segments
+and at 100k images + 1M segments. Vectors are inserted directly, drawn from a clustered distribution
+(CLIP vectors cluster; uniform random vectors are HNSW's worst case). Also measures Chroma's insert rate,
+one call per image against irs's batched writes.
+
+    python bench/search_latency.py --quick          # 10k images only, under 2 minutes
+    python bench/search_latency.py --json bench/results/search_latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from report import print_table, row, write_json  # noqa: E402
+
+from irs.geometry import rle_encode  # noqa: E402
+from irs.index import Index  # noqa: E402
+from irs.query import parse_query  # noqa: E402
+from irs.records import FileEntry, Segment  # noqa: E402
+from irs.settings import load_settings  # noqa: E402
+
+SEGMENTS_PER_IMAGE = 10
+MASK = rle_encode(np.pad(np.ones((8, 8), bool), 4))  # masks are stored, but their size does not matter here
+
+
+def clustered(rng: np.random.Generator, centres: np.ndarray, n: int, spread: float) -> np.ndarray:
+    v = centres[rng.integers(len(centres), size=n)] + spread * rng.normal(size=(n, centres.shape[1]))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def fill(index: Index, n_images: int, rng: np.random.Generator, centres: np.ndarray, chunk: int = 2000) -> float:
+    """Insert n_images images with SEGMENTS_PER_IMAGE segments each; returns segment vectors per second."""
+    store, seg_time = index.store, 0.0
+    for start in range(0, n_images, chunk):
+        count = min(chunk, n_images - start)
+        shas = [f"{i:064x}" for i in range(start, start + count)]
+        images = clustered(rng, centres, count, 0.35)
+        store.add_images([(sha, 1024, 768) for sha in shas], images)
+        store.link_files(
+            [(FileEntry(f"/photos/{i:07d}.jpg", 1, 1), sha) for i, sha in zip(range(start, start + count), shas)]
+        )
+        items = []
+        for sha, img in zip(shas, images):
+            seg_vecs = img + 0.6 * rng.normal(size=(SEGMENTS_PER_IMAGE, img.shape[0])) / np.sqrt(img.shape[0])
+            seg_vecs = (seg_vecs / np.linalg.norm(seg_vecs, axis=1, keepdims=True)).astype(np.float32)
+            xy = rng.uniform(0, 0.8, size=(SEGMENTS_PER_IMAGE, 2))
+            segments = [
+                Segment((x, y, x + 0.2, y + 0.2), (x + 0.1, y + 0.1), 0.04, MASK, (16, 16), 0.9, 0.9, j)
+                for j, (x, y) in enumerate(xy)
+            ]
+            items.append((sha, segments, seg_vecs))
+        t0 = time.perf_counter()
+        store.add_segments_many(items)
+        seg_time += time.perf_counter() - t0
+    return n_images * SEGMENTS_PER_IMAGE / seg_time
+
+
+def per_image_insert_rate(index: Index, rng: np.random.Generator, centres: np.ndarray, n_images: int) -> float:
+    """Segment vectors per second when every image is written by its own call (the naive writer)."""
+    dim = centres.shape[1]
+    t0 = time.perf_counter()
+    for i in range(n_images):
+        sha = f"{10**9 + i:064x}"
+        vecs = clustered(rng, centres, SEGMENTS_PER_IMAGE, 0.4)
+        segments = [
+            Segment((0, 0, 0.5, 0.5), (0.25, 0.25), 0.25, MASK, (16, 16), 0.9, 0.9, j)
+            for j in range(SEGMENTS_PER_IMAGE)
+        ]
+        index.store.add_segments(sha, segments, vecs.reshape(-1, dim))
+    return n_images * SEGMENTS_PER_IMAGE / (time.perf_counter() - t0)
+
+
+def queries(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    things = ["car", "dog", "bicycle", "tree", "person", "boat", "cat", "house", "bird", "lamp", "cup", "chair"]
+    colours = ["red", "blue", "green", "white", "black", "yellow", "brown", "grey"]
+    places = ["", " on the left", " on the right", " at the top", " in the bottom left", " in the centre"]
+    out = set()
+    while len(out) < n:
+        out.add(f"a {rng.choice(colours)} {rng.choice(things)}{rng.choice(places)} {int(rng.integers(1000))}")
+    return sorted(out)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def measure(index: Index, texts: list[str], k: int) -> dict[str, float]:
+    """Median and 95th percentile of end-to-end search, text encoding, and the bare Chroma queries."""
+    s = index.settings
+    emb = index.embedder
+    emb.texts(["warm up the model"])
+    total, text_t, bare_t = [], [], []
+    for text in texts:
+        t0 = time.perf_counter()
+        results = index.search(text, k)
+        total.append(time.perf_counter() - t0)
+        assert results and results[0].segment is not None
+    emb._text_cache.clear()  # time the text encoder on uncached strings
+    for text in texts:
+        t0 = time.perf_counter()
+        emb.texts([text + " again"])
+        text_t.append(time.perf_counter() - t0)
+    for text in texts:
+        parsed = parse_query(text)
+        vectors = index.query_vectors(parsed)
+        t0 = time.perf_counter()
+        index.store.query_images(vectors.whole, max(s.image_pool, k))
+        for vec in vectors.phrases:
+            index.store.query_segments(vec, max(s.segment_pool, k))
+        bare_t.append(time.perf_counter() - t0)
+    ms = 1000.0
+    return {
+        "p50": statistics.median(total) * ms,
+        "p95": percentile(total, 95) * ms,
+        "text_p50": statistics.median(text_t) * ms,
+        "chroma_p50": statistics.median(bare_t) * ms,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="10k images + 100k segments only")
+    parser.add_argument("--json")
+    parser.add_argument("--work", default=str(ROOT / "bench/out/search"))
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("-k", type=int, default=10)
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    sizes = [10_000] if args.quick else [10_000, 100_000]
+    rows = []
+    for n_images in sizes:
+        settings = load_settings(
+            {"db": str(work / f"db-{n_images}"), "clip_model": "ViT-B-32", "clip_pretrained": "", "device": "cpu"},
+            environ={},
+        )
+        index = Index(settings)
+        centres = rng.normal(size=(max(50, n_images // 100), index.embedder.dim))
+        t0 = time.perf_counter()
+        rate = fill(index, n_images, rng, centres)
+        label = f"{n_images // 1000}k images + {n_images * SEGMENTS_PER_IMAGE // 1000}k segments"
+        print(f"{label}: filled in {time.perf_counter() - t0:.0f}s", flush=True)
+        rows.append(row(f"{label}: Chroma insert, batched writes", rate, "vectors/s"))
+        if n_images == sizes[0]:
+            rows.append(
+                row(
+                    "Chroma insert, one call per image (10 vectors)",
+                    per_image_insert_rate(index, rng, centres, 300),
+                    "vectors/s",
+                )
+            )
+        m = measure(index, queries(args.queries, n_images), args.k)
+        overhead = m["p50"] / (m["text_p50"] + m["chroma_p50"])
+        target_p50 = n_images >= 100_000
+        rows += [
+            row(
+                f"{label}: search p50",
+                m["p50"],
+                "ms",
+                "<= 50" if target_p50 else None,
+                m["p50"] <= 50 if target_p50 else None,
+            ),
+            row(f"{label}: search p95", m["p95"], "ms"),
+            row(f"{label}: text encoding p50", m["text_p50"], "ms"),
+            row(f"{label}: bare Chroma queries p50", m["chroma_p50"], "ms"),
+            row(f"{label}: overhead over text + Chroma", overhead, "x", "<= 2", overhead <= 2),
+        ]
+        index.close()
+    print_table(f"Search latency (ViT-B-32 text tower, random weights; k={args.k})", rows)
+    write_json(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
