@@ -32,7 +32,13 @@ from report import print_table, row, write_json  # noqa: E402
 
 from irs.settings import Settings, load_settings  # noqa: E402
 
-PERMISSIVE_SAM = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 0.7}
+# random weights make near-identical masks: no NMS and no dedup, so each image keeps max_segments (32)
+PERMISSIVE_SAM = {
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.0,
+    "box_nms_thresh": 1.0,
+    "segment_dedup_iou": 1.0,
+}
 
 
 def make_images(folder: Path, count: int, side: int = 1024) -> Path:
@@ -107,22 +113,41 @@ def compute_run(settings: Settings, folder: Path) -> tuple[float, float, int]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+
+    def sync() -> float:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    spent = {"whole-image CLIP": 0.0, "SAM + post-processing": 0.0, "segment crops": 0.0, "segment CLIP": 0.0}
     t0 = time.perf_counter()
-    segments_total, group, crops = 0, [], []
+    segments_total, group, crops = 0, [], []  # crops: model-ready tensors waiting for one CLIP batch
     for n, (_, (pixels, tensor)) in enumerate(prefetch(load, files, settings.load_workers, 4 * settings.sam_batch), 1):
         group.append((pixels, tensor))
         if len(group) == settings.sam_batch or n == len(files):
+            t = sync()
             emb.encode_pixels(torch.stack([t for _, t in group]))
-            for (px, _), segs in zip(group, segment_images(segmenter, [p for p, _ in group], settings)):
-                crops += emb.segment_crops(px, segs)
+            t, spent["whole-image CLIP"] = sync(), spent["whole-image CLIP"] + sync() - t
+            results = segment_images(segmenter, [p for p, _ in group], settings)
+            t, spent["SAM + post-processing"] = sync(), spent["SAM + post-processing"] + sync() - t
+            for (px, _), segs in zip(group, results):
+                crops.append(emb.segment_pixels(px, segs))
                 segments_total += len(segs)
-            if len(crops) >= settings.batch_size or n == len(files):
-                emb.images(crops)
+            t, spent["segment crops"] = sync(), spent["segment crops"] + sync() - t
+            if sum(len(c) for c in crops) >= settings.batch_size or n == len(files):
+                emb.encode_pixels(torch.cat(crops))
                 crops = []
+            spent["segment CLIP"] += sync() - t
             group = []
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
+    print(
+        "time per image: "
+        + ", ".join(f"{k} {v / len(files) * 1000:.1f} ms" for k, v in spent.items())
+        + f"; total {seconds / len(files) * 1000:.1f} ms",
+        flush=True,
+    )
     return len(files) / seconds, segments_total / seconds, segments_total
 
 

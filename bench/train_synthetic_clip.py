@@ -1,6 +1,6 @@
 """Train `irs-small` (an open_clip config in irs/model_configs) on synthetic scenes, contrastively.
 
-Samples: single-object crops cut exactly as irs embeds segments (irs.embed.segment_crop, grey outside
+Samples: single-object crops cut exactly as irs embeds segments (irs.embed.segment_pixels, grey outside
 the mask) with captions like "a red circle"; whole scenes with captions in every query family's
 phrasing (irs.synthetic.training_caption: positions and relations included, so the whole-image baseline
 is a fair CLIP); background patches captioned "a background texture". Captions that are equal inside a
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from irs.embed import segment_crop  # noqa: E402
+from irs.embed import Embedder  # noqa: E402
 from irs.geometry import mask_box, mask_centroid, rle_encode  # noqa: E402
 from irs.models import load_clip  # noqa: E402
 from irs.records import Segment  # noqa: E402
@@ -40,20 +40,24 @@ def as_segment(mask: np.ndarray) -> Segment:
     return Segment(mask_box(mask), mask_centroid(mask), float(mask.mean()), rle_encode(mask), mask.shape)
 
 
-def build_samples(n_scenes: int, seed: int, preprocess: object) -> tuple[torch.Tensor, list[str]]:
-    """Preprocessed images (float16) and their captions."""
+def build_samples(n_scenes: int, seed: int, emb: Embedder) -> tuple[torch.Tensor, list[str]]:
+    """Model-ready images (float16, on the CPU) and their captions."""
     rng = np.random.default_rng(seed + 1)
     images, captions = [], []
     from PIL import Image
 
+    def crop(pixels: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+        emb.padding = float(rng.uniform(0.05, 0.2))
+        return emb.segment_pixels(pixels, [as_segment(mask)])[0].cpu()
+
     for scene in make_scenes(n_scenes, seed):
         for _ in range(2):
-            images.append(Image.fromarray(scene.image))
+            images.append(emb.clip.preprocess(Image.fromarray(scene.image)))
             captions.append(training_caption(scene, rng))
         for obj in scene.objects:
             if obj.mask.sum() < 20:
                 continue
-            images.append(segment_crop(scene.image, as_segment(obj.mask), padding=float(rng.uniform(0.05, 0.2))))
+            images.append(crop(scene.image, obj.mask))
             captions.append(phrase(obj, rng))
         if rng.random() < 0.5:  # a background patch: what a weight-free segmenter also returns
             side = scene.image.shape[0]
@@ -64,10 +68,9 @@ def build_samples(n_scenes: int, seed: int, preprocess: object) -> tuple[torch.T
             for obj in scene.objects:
                 mask &= ~obj.mask
             if mask.sum() > 100:
-                images.append(segment_crop(scene.image, as_segment(mask)))
+                images.append(crop(scene.image, mask))
                 captions.append("a background texture")
-    tensor = torch.stack([preprocess(im) for im in images]).to(torch.float16)
-    return tensor, captions
+    return torch.stack(images).to(torch.float16), captions
 
 
 def main() -> int:
@@ -85,7 +88,8 @@ def main() -> int:
     clip = load_clip("irs-small", "", args.device, seed=args.seed)
     model, device = clip.model, clip.device
     started = time.time()
-    images, captions = build_samples(args.scenes, args.seed, clip.preprocess)
+    emb = Embedder(clip)
+    images, captions = build_samples(args.scenes, args.seed, emb)
     vocab = sorted(set(captions))
     caption_ids = torch.tensor([vocab.index(c) for c in captions])
     tokens = clip.tokenizer(vocab)
@@ -136,7 +140,8 @@ def main() -> int:
             for obj in scene.objects:
                 if obj.mask.sum() < 20:
                     continue
-                crop = clip.preprocess(segment_crop(scene.image, as_segment(obj.mask)))[None].to(device)
+                emb.padding = 0.1
+                crop = emb.segment_pixels(scene.image, [as_segment(obj.mask)])
                 guess = labels[int((F.normalize(model.encode_image(crop), dim=-1) @ text.T).argmax())]
                 right += guess == obj.a_name
                 total += 1

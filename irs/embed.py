@@ -8,9 +8,9 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
 
-from irs.geometry import box_pixels, fit_mask, pad_box
+from irs.geometry import fit_mask, pad_box
 from irs.models import ClipModel
 from irs.records import Segment
 
@@ -27,9 +27,10 @@ class Embedder:
         self.batch_size = batch_size
         self.background = background
         self.padding = padding
-        mean = getattr(clip.model.visual, "image_mean", None)
-        # the model's own mean colour normalises to zero: masked-out pixels then carry no signal at all
-        self.grey = tuple(int(round(m * 255)) for m in mean) if mean else CLIP_GREY
+        visual = clip.model.visual
+        self.size = visual.image_size[0] if isinstance(visual.image_size, tuple) else int(visual.image_size)
+        self.mean = tuple(getattr(visual, "image_mean", None) or OPENAI_MEAN)
+        self.std = tuple(getattr(visual, "image_std", None) or OPENAI_STD)
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @property
@@ -51,10 +52,13 @@ class Embedder:
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def encode_pixels(self, batch: torch.Tensor) -> np.ndarray:
-        """Embed an already preprocessed NCHW batch."""
+        """Embed an already preprocessed NCHW batch (in chunks of batch_size)."""
+        out = []
         with torch.inference_mode(), self._autocast():
-            features = self.clip.model.encode_image(batch.to(self.clip.device, non_blocking=True))
-        return _normalise(features)
+            for start in range(0, len(batch), self.batch_size):
+                chunk = batch[start : start + self.batch_size].to(self.clip.device, non_blocking=True)
+                out.append(_normalise(self.clip.model.encode_image(chunk)))
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def texts(self, texts: list[str]) -> np.ndarray:
         """Embed query texts; over-long ones are truncated to the model's context, with a warning."""
@@ -81,44 +85,71 @@ class Embedder:
         if count > limit:
             log.warning("query is %d tokens, over the model's %d: the end is cut off: %.60s...", count, limit, text)
 
-    def segment_crops(self, pixels: np.ndarray, segments: list[Segment]) -> list[Image.Image]:
-        """Square crops around each segment, outside-mask pixels set to the background setting."""
-        return [segment_crop(pixels, seg, self.background, self.padding, self.grey) for seg in segments]
+    def segment_pixels(self, pixels: np.ndarray, segments: list[Segment]) -> torch.Tensor:
+        """Model-ready crops of an image's segments, cut on the model's device (see `segment_pixels`)."""
+        return segment_pixels(
+            pixels, segments, self.size, self.mean, self.std, self.background, self.padding, self.clip.device
+        )
+
+    def segments(self, pixels: np.ndarray, segments: list[Segment]) -> np.ndarray:
+        """Embed an image's segments."""
+        return self.encode_pixels(self.segment_pixels(pixels, segments))
 
 
-# CLIP's mean colour (OpenAI and most open_clip models): it normalises to zero.
-CLIP_GREY = (123, 117, 104)
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def segment_crop(
+def segment_pixels(
     pixels: np.ndarray,
-    segment: Segment,
+    segments: list[Segment],
+    size: int,
+    mean: tuple[float, ...] = OPENAI_MEAN,
+    std: tuple[float, ...] = OPENAI_STD,
     background: str = "grey",
     padding: float = 0.1,
-    grey: tuple[int, ...] = CLIP_GREY,
-) -> Image.Image:
-    """The crop a segment is embedded from: its padded box, outside-mask pixels grey / blurred / kept,
-    padded to a square so CLIP's centre crop cuts nothing off."""
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The (K, 3, size, size) normalised crops segments are embedded from, all cut in one batch.
+
+    Each crop is the segment's box, padded by `padding` of the box for context and widened to a square
+    (nothing squashed, nothing cut off), resampled with roi_align (bilinear, 2x2 samples per output
+    pixel). Pixels outside the segment's mask, and outside the image, become the
+    model's mean colour ("grey": zero after normalisation, so they carry no signal), or are blurred
+    ("blur"), or kept ("keep"). It runs where the model runs, so a GPU does this work too.
+    """
+    from torchvision.ops import roi_align
+
+    if not segments:
+        return torch.zeros((0, 3, size, size), device=device)
     height, width = pixels.shape[:2]
-    x0, y0, x1, y1 = box_pixels(pad_box(segment.bbox, padding), width, height)
-    crop = pixels[y0:y1, x0:x1].copy()
+    image = torch.as_tensor(np.ascontiguousarray(pixels), device=device).permute(2, 0, 1)[None].float() / 255.0
+    boxes = []
+    for seg in segments:
+        x0, y0, x1, y1 = pad_box(seg.bbox, padding)
+        cx, cy = (x0 + x1) / 2 * width, (y0 + y1) / 2 * height
+        half = max((x1 - x0) * width, (y1 - y0) * height, 1.0) / 2
+        boxes.append([cx - half, cy - half, cx + half, cy + half])
+    boxes_t = torch.tensor(boxes, dtype=torch.float32, device=device)
+    on_image = torch.cat([torch.zeros((len(segments), 1), device=device), boxes_t], 1)
+    crops = roi_align(image, on_image, size, 1.0, 2, aligned=True)
+    inside_image = roi_align(torch.ones_like(image[:, :1]), on_image, size, 1.0, 2, aligned=True)
+
+    mask_h, mask_w = segments[0].mask_shape
+    masks = torch.stack([torch.as_tensor(fit_mask(s.mask(), mask_h, mask_w), device=device) for s in segments])
+    own = torch.arange(len(segments), device=device, dtype=torch.float32)[:, None]
+    on_mask = torch.cat([own, boxes_t], 1)
+    keep = inside_image
     if background != "keep":
-        inside = fit_mask(segment.mask(), height, width)[y0:y1, x0:x1]  # stored masks may be smaller
-        if background == "grey":
-            fill = np.array(grey, np.uint8)
-        else:
-            blur = ImageFilter.GaussianBlur(radius=max(crop.shape) / 16)
-            fill = np.asarray(Image.fromarray(crop).filter(blur))[~inside]
-        crop[~inside] = fill
-    return _square(Image.fromarray(crop), grey)
-
-
-def _square(image: Image.Image, colour: tuple[int, ...]) -> Image.Image:
-    """Pad to a square so CLIP's centre crop cuts nothing off."""
-    side = max(image.size)
-    canvas = Image.new("RGB", (side, side), colour)
-    canvas.paste(image, ((side - image.size[0]) // 2, (side - image.size[1]) // 2))
-    return canvas
+        keep = roi_align(masks[:, None].float(), on_mask, size, mask_h / height, 2, aligned=True).clamp(0, 1)
+        keep = keep * inside_image
+    grey = torch.tensor(mean, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+    fill = grey
+    if background == "blur":
+        blurred = torch.nn.functional.avg_pool2d(crops, 9, stride=1, padding=4, count_include_pad=False)
+        fill = blurred * inside_image + grey * (1 - inside_image)
+    crops = crops * keep + fill * (1 - keep)
+    return (crops - grey) / torch.tensor(std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
 
 
 def _normalise(features: torch.Tensor) -> np.ndarray:

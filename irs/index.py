@@ -239,7 +239,7 @@ class Index:
         pending = self.store.pending_segmentation()
         paths = self.store.paths_of(pending)
         started = time.monotonic()
-        waiting: list[tuple[str, list[Segment], list[Image.Image]]] = []  # segmented, not yet embedded
+        waiting: list[tuple[str, list[Segment], torch.Tensor]] = []  # segmented, not yet embedded
         writer = Writer()
         stopped = False
 
@@ -256,7 +256,7 @@ class Index:
                 if group and (len(group) >= self.settings.sam_batch or n == len(pending) or _is_set(stop)):
                     pixels = [im.pixels for _, im in group]
                     for (sha_g, im), segments in zip(group, segment_images(self.segmenter, pixels, self.settings)):
-                        waiting.append((sha_g, segments, self.embedder.segment_crops(im.pixels, segments)))
+                        waiting.append((sha_g, segments, self.embedder.segment_pixels(im.pixels, segments)))
                         report.segmented += 1
                     group = []
                 if progress:
@@ -272,8 +272,8 @@ class Index:
             writer.close()
         return stopped
 
-    def _flush_segments(self, waiting: list[tuple[str, list[Segment], list[Image.Image]]], writer: Writer) -> None:
-        vectors = self.embedder.images([crop for _, _, crops in waiting for crop in crops])
+    def _flush_segments(self, waiting: list[tuple[str, list[Segment], torch.Tensor]], writer: Writer) -> None:
+        vectors = self.embedder.encode_pixels(torch.cat([crops for _, _, crops in waiting]))
         items, start = [], 0
         for sha, segments, _ in waiting:
             items.append((sha, segments, vectors[start : start + len(segments)]))

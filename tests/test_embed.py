@@ -50,22 +50,56 @@ def _segment(mask: np.ndarray, bbox) -> Segment:
     )
 
 
-def test_segment_crop_neutralises_pixels_outside_the_mask(clip):
+def as_rgb(emb: Embedder, crops) -> np.ndarray:
+    """Normalised crops back to 0..255 RGB, HxWx3 per crop."""
+    mean = np.array(emb.mean)[None, :, None, None]
+    std = np.array(emb.std)[None, :, None, None]
+    return ((crops.numpy() * std + mean) * 255).transpose(0, 2, 3, 1)
+
+
+def test_segment_crops_neutralise_pixels_outside_the_mask(clip):
     pixels = np.zeros((100, 100, 3), np.uint8)
     pixels[:, :] = (0, 200, 0)  # green background
     mask = np.zeros((100, 100), bool)
     mask[40:60, 40:60] = True
     pixels[mask] = (250, 0, 0)
     seg = _segment(mask, (0.4, 0.4, 0.6, 0.6))
-    grey = Embedder(clip, background="grey", padding=0.5).segment_crops(pixels, [seg])[0]
-    arr = np.asarray(grey)
-    assert arr.shape[0] == arr.shape[1]  # padded square for CLIP's centre crop
-    assert tuple(arr[0, 0]) == Embedder(clip).grey  # context pixel, outside the mask: grey
-    assert tuple(arr[arr.shape[0] // 2, arr.shape[1] // 2]) == (250, 0, 0)  # the segment itself is kept
-    kept = np.asarray(Embedder(clip, background="keep", padding=0.5).segment_crops(pixels, [seg])[0])
-    assert tuple(kept[0, 0]) == (0, 200, 0)
-    blurred = np.asarray(Embedder(clip, background="blur", padding=0.5).segment_crops(pixels, [seg])[0])
-    assert blurred[0, 0, 1] > 100  # blurred context keeps its colour
+    emb = Embedder(clip, background="grey", padding=0.5)
+    crops = emb.segment_pixels(pixels, [seg])
+    assert tuple(crops.shape) == (1, 3, emb.size, emb.size)  # square, at the model's input size
+    rgb = as_rgb(emb, crops)[0]
+    grey = np.array(emb.mean) * 255
+    assert np.abs(rgb[2, 2] - grey).max() < 2  # context outside the mask: the model's mean colour
+    assert np.abs(rgb[emb.size // 2, emb.size // 2] - (250, 0, 0)).max() < 3  # the segment itself is kept
+    kept = as_rgb(
+        Embedder(clip, background="keep", padding=0.5),
+        Embedder(clip, background="keep", padding=0.5).segment_pixels(pixels, [seg]),
+    )[0]
+    assert np.abs(kept[2, 2] - (0, 200, 0)).max() < 3
+    blur_emb = Embedder(clip, background="blur", padding=0.5)
+    blurred = as_rgb(blur_emb, blur_emb.segment_pixels(pixels, [seg]))[0]
+    assert blurred[2, 2, 1] > 150  # blurred context keeps its colour
+
+
+def test_segment_crops_outside_the_image_are_grey_and_small_masks_fit(clip):
+    pixels = np.full((200, 100, 3), 255, np.uint8)  # tall white image
+    mask = np.zeros((200, 100), bool)
+    mask[:, :] = True  # the whole image: its square crop reaches past both sides
+    emb = Embedder(clip, padding=0.0)
+    full = as_rgb(emb, emb.segment_pixels(pixels, [_segment(mask, (0, 0, 1, 1))]))[0]
+    assert np.abs(full[emb.size // 2, 1] - np.array(emb.mean) * 255).max() < 3  # beyond the image: grey
+    assert full[emb.size // 2, emb.size // 2].min() > 250
+    small = mask[::4, ::4]  # a mask stored at a quarter of the image size gives (nearly) the same crop
+    again = as_rgb(emb, emb.segment_pixels(pixels, [_segment(small, (0, 0, 1, 1))]))[0]
+    assert np.abs(full - again).mean() < 2
+
+
+def test_segments_embed_to_unit_vectors(clip):
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[10:30, 5:50] = True
+    vecs = Embedder(clip).segments(pixels, [_segment(mask, (5 / 64, 10 / 64, 50 / 64, 30 / 64))] * 3)
+    assert vecs.shape == (3, 32) and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
 
 
 def test_unknown_background_is_refused(clip):
