@@ -123,7 +123,8 @@ def segment_pixels(
     if not segments:
         return torch.zeros((0, 3, size, size), device=device)
     height, width = pixels.shape[:2]
-    image = torch.as_tensor(np.ascontiguousarray(pixels), device=device).permute(2, 0, 1)[None].float() / 255.0
+    image = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(device).permute(2, 0, 1)[None]
+    image = image.float() / 255.0
     boxes = []
     for seg in segments:
         x0, y0, x1, y1 = pad_box(seg.bbox, padding)
