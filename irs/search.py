@@ -94,7 +94,10 @@ def score_image(
     `negative` is the weighted sum of the negative terms' similarities to the whole image.
     """
     w_pos, w_rel = settings.weight_position, settings.weight_relation
-    fits = np.array([[position_fit(p.position, s.centroid) for p in parsed.phrases] for s in segments])
+    xs = np.array([s.centroid[0] for s in segments])
+    ys = np.array([s.centroid[1] for s in segments])
+    boxes = np.array([s.bbox for s in segments]).T  # 4 x S
+    fits = np.stack([position_fit(p.position, (xs, ys)) for p in parsed.phrases], axis=1)  # S x P
     scores = sims + w_pos * (fits - 1)
 
     chosen: dict[int, tuple[int, float]] = {}  # phrase -> (segment row, relation fit or NaN)
@@ -106,15 +109,19 @@ def score_image(
             unit_scores.append(float(scores[row, i]))
             continue
         rel = parsed.relations[i]
-        best = (-np.inf, 0, 0, 0.0)
-        for s, subject in enumerate(segments):
-            for t, obj in enumerate(segments):
-                if s == t and len(segments) > 1:
-                    continue
-                fit = relation_fit(rel.predicate, subject.bbox, subject.centroid, obj.bbox, obj.centroid)
-                value = (scores[s, rel.subject] + scores[t, rel.object]) / 2 + w_rel * (fit - 1)
-                if value > best[0]:
-                    best = (value, s, t, fit)
+        # every (subject, object) pair of segments at once: S x S
+        pair_fit = relation_fit(
+            rel.predicate,
+            tuple(boxes[:, :, None]),
+            (xs[:, None], ys[:, None]),
+            tuple(boxes[:, None, :]),
+            (xs[None, :], ys[None, :]),
+        )
+        value = (scores[:, rel.subject][:, None] + scores[:, rel.object][None, :]) / 2 + w_rel * (pair_fit - 1)
+        if len(segments) > 1:
+            np.fill_diagonal(value, -np.inf)  # a segment cannot stand in a relation with itself
+        s_row, t_row = np.unravel_index(int(np.argmax(value)), value.shape)
+        best = (float(value[s_row, t_row]), int(s_row), int(t_row), float(pair_fit[s_row, t_row]))
         chosen[rel.subject], chosen[rel.object] = (best[1], best[3]), (best[2], best[3])
         unit_scores.append(float(best[0]))
 
@@ -212,7 +219,10 @@ def _rank_pools(
         """The best phrase score among an image's pool hits (their positions are known)."""
         if not hits:
             return None
-        return max(sim + w_pos * (position_fit(phrase.position, seg.centroid) - 1) for seg, sim in hits)
+        sims = np.array([sim for _, sim in hits])
+        xs = np.array([seg.centroid[0] for seg, _ in hits])
+        ys = np.array([seg.centroid[1] for seg, _ in hits])
+        return float(np.max(sims + w_pos * (position_fit(phrase.position, (xs, ys)) - 1)))
 
     in_relation = {i for r in parsed.relations for i in (r.subject, r.object)}
     bounds: dict[str, float] = {}

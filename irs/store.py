@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,9 @@ CREATE TABLE IF NOT EXISTS segments (
 CREATE TABLE IF NOT EXISTS errors (path TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY, at REAL NOT NULL);
 """
+
+
+SEGMENT_CACHE = 20_000  # images whose segment vectors stay in memory for rescoring (LRU)
 
 
 class ManifestMismatch(RuntimeError):
@@ -90,6 +94,7 @@ class Store:
         self.root = Path(settings.db)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._segment_cache: OrderedDict[str, list[tuple[Segment, np.ndarray]]] = OrderedDict()
         self.sql = sqlite3.connect(self.root / "irs.sqlite", check_same_thread=False, isolation_level=None)
         self.sql.execute("PRAGMA journal_mode=WAL")
         self.sql.execute("PRAGMA synchronous=NORMAL")
@@ -195,16 +200,19 @@ class Store:
     def paths_of(self, shas: Iterable[str]) -> dict[str, list[str]]:
         """sha256 -> its file paths, sorted."""
         shas = list(shas)
-        out: dict[str, list[str]] = {s: [] for s in shas}
+        out: dict[str, list[str]] = {sha: [] for sha in shas}
+        for path, sha in self._select_in("SELECT path, sha256 FROM files WHERE sha256 IN ({}) ORDER BY path", shas):
+            out[sha].append(path)
+        return out
+
+    def _select_in(self, query: str, shas: list[str]) -> list[tuple]:
+        """Rows of `query`, whose IN list is filled with `shas`, in chunks SQLite accepts."""
+        rows: list[tuple] = []
         with self._lock:
             for start in range(0, len(shas), 500):
                 chunk = shas[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for path, sha in self.sql.execute(
-                    f"SELECT path, sha256 FROM files WHERE sha256 IN ({marks}) ORDER BY path", chunk
-                ):
-                    out[sha].append(path)
-        return out
+                rows += self.sql.execute(query.format(",".join("?" * len(chunk))), chunk).fetchall()
+        return rows
 
     # segments -----------------------------------------------------------------------------------
     def add_segments(self, sha: str, segments: list[Segment], vectors: np.ndarray) -> None:
@@ -261,6 +269,9 @@ class Store:
 
     def _drop_segments(self, shas: list[str]) -> None:
         """Delete images' segments: vectors first, then rows (a kill in between leaves rows a rerun redoes)."""
+        with self._lock:
+            for sha in shas:
+                self._segment_cache.pop(sha, None)
         counts = self.segment_count(shas)
         ids = [segment_id(sha, i) for sha in shas for i in range(counts[sha])]
         for start in range(0, len(ids), self.batch_limit):
@@ -289,16 +300,12 @@ class Store:
         return None if r is None else _segment_from_row(r)
 
     def segment_count(self, shas: Iterable[str]) -> dict[str, int]:
+        """sha256 -> how many segments it has."""
         shas = list(shas)
-        out = {s: 0 for s in shas}
-        with self._lock:
-            for start in range(0, len(shas), 500):
-                chunk = shas[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for sha, n in self.sql.execute(
-                    f"SELECT sha256, COUNT(*) FROM segments WHERE sha256 IN ({marks}) GROUP BY sha256", chunk
-                ):
-                    out[sha] = n
+        out = dict.fromkeys(shas, 0)
+        query = "SELECT sha256, COUNT(*) FROM segments WHERE sha256 IN ({}) GROUP BY sha256"
+        for sha, n in self._select_in(query, shas):
+            out[sha] = n
         return out
 
     # removal ------------------------------------------------------------------------------------
@@ -388,13 +395,30 @@ class Store:
         return {i: np.asarray(e, np.float32) for i, e in zip(res["ids"], res["embeddings"])}
 
     def segment_vectors(self, shas: list[str]) -> Iterator[tuple[str, Segment, np.ndarray]]:
-        """Every stored segment of the given images with its vector (for rescoring a few candidates)."""
-        counts = self.segment_count(shas)
-        ids = [segment_id(s, i) for s in shas for i in range(counts[s])]
+        """Every stored segment of the given images with its vector (for rescoring a few candidates).
+
+        Recently fetched images are kept in memory (an LRU of `SEGMENT_CACHE` images), so the rescoring
+        of repeated and similar queries reads nothing twice; writes to an image drop its entry."""
+        with self._lock:
+            cached = {sha: self._segment_cache[sha] for sha in shas if sha in self._segment_cache}
+            for sha in cached:
+                self._segment_cache.move_to_end(sha)
+        missing = [sha for sha in shas if sha not in cached]
+        fetched: dict[str, list[tuple[Segment, np.ndarray]]] = {sha: [] for sha in missing}
+        counts = self.segment_count(missing)
+        ids = [segment_id(s, i) for s in missing for i in range(counts[s])]
         for start in range(0, len(ids), self.batch_limit):
             res = self.segments.get(ids=ids[start : start + self.batch_limit], include=["embeddings", "metadatas"])
             for meta, vec in zip(res["metadatas"], res["embeddings"]):
-                yield meta["image"], _segment_from_meta(meta), np.asarray(vec, np.float32)
+                fetched[meta["image"]].append((_segment_from_meta(meta), np.asarray(vec, np.float32)))
+        with self._lock:
+            for sha, pairs in fetched.items():
+                self._segment_cache[sha] = pairs
+            while len(self._segment_cache) > SEGMENT_CACHE:
+                self._segment_cache.popitem(last=False)
+        for sha in shas:
+            for segment, vector in cached.get(sha) or fetched.get(sha, []):
+                yield sha, segment, vector
 
     # stats --------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

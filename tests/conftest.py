@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +40,36 @@ def index(test_settings):
     idx = Index(test_settings)
     yield idx
     idx.close()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(command: list[str], ready: Callable[[], bool], what: str, seconds: float = 90, **popen: Any):
+    """Start a server process, wait until `ready()` holds, yield it, and stop it afterwards."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
+    deadline = time.monotonic() + seconds
+    while not _quietly(ready):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"{what} did not start")
+        time.sleep(0.3)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _quietly(check: Callable[[], bool]) -> bool:
+    try:
+        return bool(check())
+    except OSError:
+        return False
 
 
 def cli_env(**extra: str) -> dict[str, str]:
