@@ -45,3 +45,18 @@ def write_json(path: str | None, rows: list[dict[str, Any]]) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(rows, indent=2) + "\n")
         print(f"wrote {path}")
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The rows as a Markdown table (for the README)."""
+    lines = ["| measurement | value | unit | target | result |", "|---|---:|---|---|---|"]
+    for r in rows:
+        verdict = "" if r["pass"] is None else ("PASS" if r["pass"] else "FAIL")
+        lines.append(f"| {r['name']} | {r['value']:.4g} | {r['unit']} | {r['target'] or ''} | {verdict} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python bench/report.py results.json: print it as Markdown
+    import sys
+
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())))

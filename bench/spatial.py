@@ -91,7 +91,7 @@ def main() -> int:
     parser.add_argument("--per-family", type=int, default=100)
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--segmenters", default="components,oracle")
-    parser.add_argument("--checkpoint", default=str(ROOT / "irs/weights/irs-small-synthetic.pt"))
+    parser.add_argument("--checkpoint", default="", help="another irs-small checkpoint (default: the bundled one)")
     parser.add_argument("--work", default=str(ROOT / "bench/out/spatial"))
     parser.add_argument("--json", default=str(ROOT / "bench/results/spatial.json"))
     args = parser.parse_args()
@@ -100,18 +100,17 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
 
     def index_for(name: str, oracle: object) -> Index:
-        settings = load_settings(
-            {
-                "db": str(work / f"db-{name}"),
-                "clip_model": "irs-small",
-                "clip_pretrained": args.checkpoint,
-                "segmenter": name,
-                "work_max_side": 256,
-                "min_segment_area": 0.002,
-                "device": "cpu",
-            },
-            environ={},
-        )
+        # the demo profile: the small CLIP, and the fusion weights chosen on a development gallery
+        overrides = {
+            "profile": "demo",
+            "db": str(work / f"db-{name}"),
+            "segmenter": name,
+            "work_max_side": 256,
+            "device": "cpu",
+        }
+        if args.checkpoint:
+            overrides["clip_pretrained"] = args.checkpoint
+        settings = load_settings(overrides, environ={})
         return Index(settings, segmenter=oracle)
 
     result = spatial_benchmark(index_for, work, args.gallery, args.per_family, args.seed, args.segmenters.split(","))

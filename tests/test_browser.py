@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from conftest import REPO, free_port, serve
 
 from irs.index import Index
 from irs.settings import load_settings
-from irs.synthetic import write_folder
+from irs.synthetic import places_of, write_folder
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -40,7 +41,7 @@ FLAGS = [
 def served_app(tmp_path):
     db = tmp_path / "db"
     folder = tmp_path / "scenes"
-    write_folder(folder, 12, seed=4, side=256)
+    scenes = write_folder(folder, 12, seed=4, side=256)
     env = {k: v for k, v in os.environ.items() if not k.startswith("IRS_")}
     env.update(IRS_DB=str(db), IRS_PROFILE="demo", HF_HUB_OFFLINE="1")
     with Index(load_settings(environ=env)) as index:
@@ -65,7 +66,9 @@ def served_app(tmp_path):
         "true",
     ]
     for _ in serve(command, healthy, "streamlit", cwd=REPO, env=env):
-        yield port
+        # ask for an object that is there, where it is: the screenshot then shows a real answer
+        obj = scenes[0].objects[0]
+        yield port, obj.a_name, places_of(obj)[0]
 
 
 class Chromium:
@@ -137,7 +140,8 @@ def test_search_page_in_headless_chromium(served_app, tmp_path):
     assert CHROMIUM, "chromium is not installed: `make test` installs Debian's chromium"
     browser = Chromium(tmp_path / "chrome")
     try:
-        url = f"http://127.0.0.1:{served_app}/search?q=a+red+circle+on+the+left"
+        port, thing, place = served_app
+        url = f"http://127.0.0.1:{port}/search?" + urllib.parse.urlencode({"q": f"{thing} {place}"})
         done = (
             "document.body.innerText.includes('Parsed:') && "
             "document.querySelectorAll('[data-testid=stImage] img').length >= 12 && "
@@ -150,7 +154,7 @@ def test_search_page_in_headless_chromium(served_app, tmp_path):
         browser.screenshot(shot)
     finally:
         browser.close()
-    assert "object: a red circle · position: left" in text
+    assert f"object: {thing} · position: " in text
     assert "1. " in text and "scene_" in text  # ranked results with their file names
     assert dom.count("<img") >= 12
     assert shot.stat().st_size > 10_000
