@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -152,18 +151,17 @@ def compute_run(settings: Settings, folder: Path) -> tuple[float, float, int]:
 
 
 def peak_rss_mib(count: int, work: Path) -> float:
-    """Peak RSS of a separate `irs index` process over `count` generated images (test profile, segments on)."""
+    """Peak RSS of an `irs index` process over `count` generated images (test profile, segments on),
+    read by a fresh parent whose only child it is."""
     folder = make_images(work / f"mem-{count}", count, side=512)
     env = {**os.environ, "IRS_PROFILE": "test", "PYTHONPATH": str(ROOT)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(
-        [sys.executable, "-m", "irs", "--db", str(work / f"mem-db-{count}"), "index", str(folder), "--quiet"],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
+    probe = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(peak, before) / 1024
+    command = [sys.executable, "-m", "irs", "--db", str(work / f"mem-db-{count}"), "index", str(folder), "--quiet"]
+    out = subprocess.run([sys.executable, "-c", probe, *command], env=env, check=True, capture_output=True, text=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
 def main() -> int:
@@ -172,6 +170,7 @@ def main() -> int:
     parser.add_argument("--gpu", action="store_true", help="SAM vit_h + ViT-B-32 in bf16 on cuda, compute path")
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--memory", action="store_true", help="also peak RSS at 500 and 2,000 images")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak RSS rows")
     parser.add_argument("--json")
     parser.add_argument("--work", default=str(ROOT / "bench/out/throughput"))
     args = parser.parse_args()
@@ -216,6 +215,8 @@ def main() -> int:
         write_json(args.json, rows)
         return 0
 
+    if args.memory_only:
+        return report_memory(work, rows, args.json)
     count = args.images or (48 if args.quick else 200)
     folder = make_images(work / "images", count)
 
@@ -272,14 +273,21 @@ def main() -> int:
         ]
 
     if args.memory:
-        small, large = peak_rss_mib(500, work), peak_rss_mib(2000, work)
-        rows += [
-            row("peak RSS, 500 images (test profile, segments)", small, "MiB", "<= 1536", small <= 1536),
-            row("peak RSS, 2,000 images", large, "MiB", "<= 1536", large <= 1536),
-            row("peak RSS growth 500 -> 2,000 images", large / small, "x", "<= 1.15", large / small <= 1.15),
-        ]
+        return report_memory(work, rows, args.json)
     print_table("Index throughput on this machine (CPU)", rows)
     write_json(args.json, rows)
+    return 0
+
+
+def report_memory(work: Path, rows: list, json_path: str | None) -> int:
+    small, large = peak_rss_mib(500, work), peak_rss_mib(2000, work)
+    rows += [
+        row("peak RSS, 500 images (test profile, segments)", small, "MiB", "<= 1536", small <= 1536),
+        row("peak RSS, 2,000 images", large, "MiB", "<= 1536", large <= 1536),
+        row("peak RSS growth 500 -> 2,000 images", large / small, "x", "<= 1.15", large / small <= 1.15),
+    ]
+    print_table("Index throughput on this machine (CPU)", rows)
+    write_json(json_path, rows)
     return 0
 
 
