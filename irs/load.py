@@ -103,8 +103,11 @@ def decode_image(data: bytes, max_pixels: int, max_side: int, path: str = "") ->
             image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
             raise LoadError("not an image: format not recognised") from None
-        except Image.DecompressionBombError as err:
-            raise LoadError(f"over the pixel cap: {err}") from None
+        except Image.DecompressionBombError:
+            limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+            raise LoadError(
+                f"over the pixel cap: the header claims more than {limit:,} pixels (max_pixels {max_pixels:,})"
+            ) from None
         except OSError as err:
             raise LoadError(f"truncated or corrupt image header: {err}") from None
 
