@@ -135,7 +135,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="10k images + 100k segments only")
     parser.add_argument("--json")
     parser.add_argument("--work", default=str(ROOT / "bench/out/search"))
-    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--queries", type=int, default=None, help="default 200 (--quick: 50)")
     parser.add_argument("-k", type=int, default=10)
     args = parser.parse_args()
 
@@ -164,7 +164,7 @@ def main() -> int:
                     "vectors/s",
                 )
             )
-        m = measure(index, queries(args.queries, n_images), args.k)
+        m = measure(index, queries(args.queries or (50 if args.quick else 200), n_images), args.k)
         overhead = m["p50"] / (m["text_p50"] + m["chroma_p50"])
         target_p50 = n_images >= 100_000
         rows += [
