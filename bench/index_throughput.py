@@ -217,7 +217,7 @@ def main() -> int:
 
     if args.memory_only:
         return report_memory(work, rows, args.json)
-    count = args.images or (24 if args.quick else 200)
+    count = args.images or 200
     folder = make_images(work / "images", count)
 
     # whole images: the real pipeline (Chroma included) against the bare forward at the same batch size
@@ -240,8 +240,9 @@ def main() -> int:
 
     # with segments: each segmenter on a few images (SAM on a CPU is slow; that is the point of the numbers)
     few = make_images(work / "few", 2 if args.quick else 8)
+    tiny_folder = make_images(work / "tiny", 24) if args.quick else folder
     configs = [
-        ("tiny models, tiny SAM (stock generator)", dict(profile="test"), folder),
+        ("tiny models, tiny SAM (stock generator)", dict(profile="test"), tiny_folder),
         ("ViT-B-32 + components (weight-free)", dict(clip_model="ViT-B-32", segmenter="components"), few),
     ]
     if not args.quick:  # SAM on a CPU takes tens of seconds per image: not for --quick
