@@ -420,6 +420,11 @@ class Store:
             for segment, vector in cached.get(sha) or fetched.get(sha, []):
                 yield sha, segment, vector
 
+    def image_count(self) -> int:
+        """Indexed images (cheap: no disk walk, unlike stats())."""
+        with self._lock:
+            return int(self.sql.execute("SELECT COUNT(DISTINCT sha256) FROM files").fetchone()[0])
+
     # stats --------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         with self._lock:

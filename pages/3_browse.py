@@ -11,7 +11,7 @@ views.setup()
 idx = views.index()
 st.title("Browse")
 views.demo_notice(idx)
-total = idx.stats()["images"]
+total = idx.store.image_count()
 if total == 0:
     st.warning("The index is empty: add a folder on the Index page first.")
     st.stop()

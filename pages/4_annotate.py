@@ -14,7 +14,7 @@ idx = views.index()
 store = views.judgments()
 st.title("Annotate & evaluate")
 views.demo_notice(idx)
-if idx.stats()["images"] == 0:
+if idx.store.image_count() == 0:
     st.warning("The index is empty: add a folder on the Index page first.")
     st.stop()
 
@@ -82,18 +82,23 @@ st.divider()
 st.subheader("All judged queries")
 queries = store.queries()
 if queries:
-    rows = []
-    for q in queries:
-        judged = store.for_query(q)
-        ranked = [r.sha256 for r in idx.search(q, k)]
-        rows.append(
-            {
-                "query": q,
-                "judged": len(judged),
-                f"P@{k}": precision_at(ranked, judged, k),
-                "AP": judged_ap(ranked, judged),
-            }
-        )
+    # one search per judged query: only when the judgments or k change, not on every rerun
+    table_key = (k, hash(tuple((j.query, j.sha256, j.relevant, j.at) for j in store.all())))
+    if st.session_state.get("table_key") != table_key:
+        rows = []
+        for q in queries:
+            judged = store.for_query(q)
+            ranked = [r.sha256 for r in idx.search(q, k)]
+            rows.append(
+                {
+                    "query": q,
+                    "judged": len(judged),
+                    f"P@{k}": precision_at(ranked, judged, k),
+                    "AP": judged_ap(ranked, judged),
+                }
+            )
+        st.session_state["table_key"], st.session_state["table"] = table_key, rows
+    rows = st.session_state["table"]
     st.dataframe(rows, hide_index=True, width="stretch")
     st.metric(
         f"Mean P@{k} · MAP",
