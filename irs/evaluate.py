@@ -147,11 +147,6 @@ def load_karpathy(path: str | Path, split: str = "test") -> list[EvalQuery]:
     ]
 
 
-def karpathy_images(path: str | Path, split: str = "test") -> set[str]:
-    data = json.loads(Path(path).read_text())
-    return {image["filename"] for image in data["images"] if image.get("split") == split}
-
-
 # ---- tables ----------------------------------------------------------------------------------------
 
 
