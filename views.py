@@ -5,6 +5,7 @@ The pages (app.py and pages/) stay thin; the work is in the irs library, which n
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import streamlit as st
@@ -86,19 +87,36 @@ def picture(idx: Index, path: str, sha256: str, size: int) -> Image.Image | None
         return None
 
 
-def overlay(
-    idx: Index, result: SearchResult, size: int, opacity: float, outline: bool, box: bool
-) -> Image.Image | None:
-    """The result's picture with the segment of each query phrase drawn in that phrase's colour."""
-    image = picture(idx, result.path, result.sha256, size)
-    if image is None:
+def overlay(idx: Index, result: SearchResult, size: int, opacity: float, outline: bool, box: bool) -> bytes | None:
+    """The result's picture with the segment of each query phrase drawn in that phrase's colour (JPEG bytes).
+
+    Drawn once per result and look, then cached: reruns (every widget change) only send it again."""
+    indices = tuple(m.segment.index if m.segment is not None else -1 for m in result.matches)
+    if not result.matches and result.segment is not None:
+        indices = (result.segment.index,)
+    picture = _overlay_jpeg(idx.settings.db, result.path, result.sha256, size, indices, opacity, outline, box)
+    if picture is None:
+        st.caption(f"{Path(result.path).name}: cannot show (moved or unreadable since indexing)")
+    return picture
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _overlay_jpeg(
+    db: str, path: str, sha256: str, size: int, indices: tuple[int, ...], opacity: float, outline: bool, box: bool
+) -> bytes | None:
+    idx = _open(db)
+    try:
+        image = thumbnail(path, sha256, size, Path(db) / "thumbs", idx.settings.max_pixels)
+    except Exception:  # a file moved or broken since indexing
         return None
-    segments: list[tuple[Segment, tuple[int, int, int]]] = [
-        (m.segment, PALETTE[i % len(PALETTE)]) for i, m in enumerate(result.matches) if m.segment is not None
-    ]
-    if not segments and result.segment is not None:
-        segments = [(result.segment, PALETTE[0])]
-    return draw_segments(image, segments, opacity, outline, box)
+    segments: list[tuple[Segment, tuple[int, int, int]]] = []
+    for i, seg_index in enumerate(indices):
+        segment = idx.store.segment(sha256, seg_index) if seg_index >= 0 else None
+        if segment is not None:
+            segments.append((segment, PALETTE[i % len(PALETTE)]))
+    out = io.BytesIO()
+    draw_segments(image, segments, opacity, outline, box).save(out, "JPEG", quality=90)
+    return out.getvalue()
 
 
 def parts_text(parts: dict[str, float]) -> str:
