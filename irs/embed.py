@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from contextlib import nullcontext
+from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
 from PIL import Image
 
 from irs.geometry import fit_mask, pad_box
-from irs.models import ClipModel
+from irs.models import ClipModel, autocast
 from irs.records import Segment
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,8 @@ class Embedder:
     def dim(self) -> int:
         return self.clip.dim
 
-    def _autocast(self) -> object:
-        device = self.clip.device
-        if device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+    def _autocast(self) -> AbstractContextManager:
+        return autocast(self.clip.device)
 
     def images(self, images: list[Image.Image]) -> np.ndarray:
         """Embed PIL images through the model's own preprocess; one row per image."""

@@ -92,8 +92,9 @@ class BatchedSamSegmenter:
 
         sam = self.sam
         device = next(sam.parameters()).device
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _nullcontext()
-        with torch.inference_mode(), autocast:
+        from irs.models import autocast
+
+        with torch.inference_mode(), autocast(device):
             resized = [self.transform.apply_image(img) for img in images]
             batch = torch.stack(
                 [sam.preprocess(torch.as_tensor(r, device=device).permute(2, 0, 1).float()) for r in resized]
@@ -152,12 +153,6 @@ class BatchedSamSegmenter:
         full = (full > sam.mask_threshold).cpu().numpy()
         kept_scores = scores_t[keep].cpu().numpy()
         return [Candidate(m, float(sc), 1.0) for m, sc in zip(full, kept_scores) if m.any()]
-
-
-def _nullcontext() -> object:
-    from contextlib import nullcontext
-
-    return nullcontext()
 
 
 class ComponentsSegmenter:
