@@ -5,38 +5,59 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
+import sqlite3
 import sys
 import threading
+import time
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from irs.evaluate import MODES, format_table, load_coco_captions, load_jsonl, load_karpathy, score_queries
-from irs.index import Index, Progress
+from irs.index import Index, IndexReport, Progress
+from irs.locks import DatabaseBusy
 from irs.models import WeightsError
-from irs.settings import SettingsError
-from irs.store import ManifestMismatch
+from irs.settings import SettingsError, load_settings
+from irs.store import ManifestMismatch, StoreError, damaged_message
+
+# commands that may create a database; the others refuse to run on one that does not exist
+CREATING = ("index", "eval")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="irs", description="Image retrieval with SAM segments and CLIP.")
-    parser.add_argument("--db", help="database folder (IRS_DB)")
-    parser.add_argument("--profile", help="settings profile: default or test (IRS_PROFILE)")
+    # --db and --profile are accepted before or after the command (SUPPRESS: a later parser's
+    # default never overwrites a value given earlier)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=argparse.SUPPRESS, help="database folder (IRS_DB)")
+    common.add_argument(
+        "--profile", default=argparse.SUPPRESS, help="settings profile: default, test or demo (IRS_PROFILE)"
+    )
+    parser = argparse.ArgumentParser(
+        prog="irs", description="Image retrieval with SAM segments and CLIP.", parents=[common]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("index", help="index a folder of images (resumable)")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    p = command("index", "index a folder of images (resumable)")
     p.add_argument("folder")
     p.add_argument("--no-segments", action="store_true", help="whole-image vectors only")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
 
-    p = sub.add_parser("search", help="search the index with a text query")
+    p = command("search", "search the index with a text query")
     p.add_argument("query")
     p.add_argument("-k", type=int, default=10, help="how many images (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    sub.add_parser("errors", help="files that could not be indexed, with reasons")
-    sub.add_parser("stats", help="what the index holds")
+    command("errors", "files that could not be indexed, with reasons")
+    command("stats", "what the index holds")
+    p = command("check", "compare the catalog (SQLite) with the vectors (Chroma), id by id")
+    p.add_argument("--repair", action="store_true", help="delete stray vectors, re-embed missing ones")
 
-    p = sub.add_parser("eval", help="score text->image retrieval on labelled queries (COCO, Flickr30k, JSONL)")
+    p = command("eval", "score text->image retrieval on labelled queries (COCO, Flickr30k, JSONL)")
     p.add_argument("queries", help="captions_val2017.json, dataset_coco.json / dataset_flickr30k.json, or .jsonl")
     p.add_argument("--format", choices=["jsonl", "coco", "karpathy"], help="default: from the file name")
     p.add_argument("--split", default="test", help="Karpathy split (default test)")
@@ -45,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=100, help="results per query for mAP (default 100)")
     p.add_argument("--json", dest="json_out", help="also write the metrics to this file")
 
-    p = sub.add_parser("sample", help="write a folder of synthetic scenes")
+    p = command("sample", "write a folder of synthetic scenes")
     p.add_argument("folder")
     p.add_argument("--count", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
@@ -53,14 +74,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Bars:
-    """tqdm bars, one per pipeline stage, fed by Index progress reports."""
+    """Progress on stderr, fed by Index progress reports: tqdm bars on a terminal; elsewhere (a log
+    file, a pipe) a plain line every `every` seconds and at the end of each stage, without the
+    cursor-control codes that bars write."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, every: float = 10.0) -> None:
         self.quiet = quiet
+        self.terminal = sys.stderr.isatty()
+        self.every = every
         self.bars: dict[str, Any] = {}
+        self.last_line = 0.0
 
     def __call__(self, p: Progress) -> None:
         if self.quiet:
+            return
+        if not self.terminal:
+            now = time.monotonic()
+            if p.done == p.total or now - self.last_line >= self.every:
+                self.last_line = now
+                print(str(p), file=sys.stderr, flush=True)
             return
         from tqdm import tqdm
 
@@ -72,6 +104,24 @@ class _Bars:
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
+
+
+def _summary(report: IndexReport) -> None:
+    """The closing lines of an indexing run: counts, then the failures grouped by reason."""
+    print(
+        f"{report.found} files: {report.added} embedded, {report.reused} reused, {report.unchanged} unchanged, "
+        f"{report.removed} removed, {report.segmented} segmented, {len(report.failed)} failed"
+        + (" (stopped: rerun to resume)" if report.stopped else "")
+    )
+    if not report.failed:
+        return
+    reasons = Counter(bad.reason.split(":")[0] for bad in report.failed)
+    print("failed: " + ", ".join(f"{n} {why}" for why, n in reasons.most_common()), file=sys.stderr)
+    shown = 20
+    for bad in report.failed[:shown]:
+        print(f"  {bad.path}: {bad.reason}", file=sys.stderr)
+    if len(report.failed) > shown:
+        print(f"  … and {len(report.failed) - shown} more (python -m irs errors lists them all)", file=sys.stderr)
 
 
 def _index(index: Index, args: argparse.Namespace) -> int:
@@ -86,18 +136,29 @@ def _index(index: Index, args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, on_interrupt)
     bars = _Bars(args.quiet)
     try:
-        report = index.add_folder(args.folder, progress=bars, stop=stop, segment=not args.no_segments)
+        if args.command == "check":
+            found, report = index.repair(progress=bars, stop=stop)
+        else:
+            report = index.add_folder(args.folder, progress=bars, stop=stop, segment=not args.no_segments)
     finally:
         bars.close()
         signal.signal(signal.SIGINT, previous)
-    print(
-        f"{report.found} files: {report.added} embedded, {report.reused} reused, {report.unchanged} unchanged, "
-        f"{report.removed} removed, {report.segmented} segmented, {len(report.failed)} failed"
-        + (" (stopped: rerun to resume)" if report.stopped else "")
-    )
-    for bad in report.failed:
-        print(f"  failed: {bad.path}: {bad.reason}", file=sys.stderr)
+    if args.command == "check":
+        print(f"found: {found}")
+    _summary(report)
     return 0
+
+
+def _check(index: Index, args: argparse.Namespace) -> int:
+    """`check`: report disagreements (exit 1 if any); with --repair, fix them (exit 0 once they agree)."""
+    if args.repair:
+        return _index(index, argparse.Namespace(command="check", quiet=False))
+    found = index.check()
+    print(found)
+    if found.ok:
+        return 0
+    print(f"repair: python -m irs check --repair --db {index.settings.db}", file=sys.stderr)
+    return 1
 
 
 def _search(index: Index, args: argparse.Namespace) -> int:
@@ -127,7 +188,7 @@ def _eval(index: Index, args: argparse.Namespace) -> int:
     }[fmt]
     queries = loader(args.queries)
     if args.folder:
-        _index(index, argparse.Namespace(folder=args.folder, no_segments=False, quiet=False))
+        _index(index, argparse.Namespace(command="index", folder=args.folder, no_segments=False, quiet=False))
     out = {}
     for mode in args.modes.split(","):
         if mode not in MODES:
@@ -147,6 +208,8 @@ def _eval(index: Index, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit 0 when it ran (files that failed are listed, not fatal), 1 when `check`
+    finds disagreements, 2 when irs could not run (bad settings, no database, a busy or damaged one)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="irs: %(message)s")
     if args.command == "sample":
@@ -155,22 +218,46 @@ def main(argv: list[str] | None = None) -> int:
         scenes = write_folder(args.folder, args.count, args.seed)
         print(f"wrote {len(scenes)} scenes to {args.folder}")
         return 0
+    db = "irs.sqlite"
     try:
-        with Index.open(args.db, profile=args.profile) as index:
-            if args.command == "index":
-                return _index(index, args)
-            if args.command == "search":
-                return _search(index, args)
-            if args.command == "errors":
-                for bad in index.errors():
-                    print(f"{bad.path}\t{bad.reason}")
-                return 0
-            if args.command == "eval":
-                return _eval(index, args)
-            if args.command == "stats":
-                print(json.dumps(index.stats(), indent=2))
-                return 0
+        settings = load_settings({"db": getattr(args, "db", None), "profile": getattr(args, "profile", None)})
+        db = Path(settings.db) / "irs.sqlite"
+        with Index(settings, create=args.command in CREATING) as index:
+            return _run(index, args)
     except (SettingsError, ManifestMismatch, WeightsError, FileNotFoundError, ValueError) as err:
-        print(f"irs: {err}", file=sys.stderr)
-        return 2
-    return 1
+        return _fail(err)
+    except (StoreError, DatabaseBusy) as err:
+        return _fail(err)
+    except sqlite3.DatabaseError as err:  # damaged after it was opened
+        return _fail(damaged_message(Path(db), err))
+    except Exception as err:  # a bug in irs or a library: one line, the traceback on request
+        if os.environ.get("IRS_DEBUG"):
+            raise
+        return _fail(f"unexpected error: {type(err).__name__}: {err} (set IRS_DEBUG=1 for the traceback)")
+
+
+def _run(index: Index, args: argparse.Namespace) -> int:
+    if args.command == "index":
+        return _index(index, args)
+    if args.command == "search":
+        return _search(index, args)
+    if args.command == "check":
+        return _check(index, args)
+    if args.command == "errors":
+        errors = index.errors()
+        for bad in errors:
+            print(f"{bad.path}\t{bad.reason}")
+        if not errors:
+            print("no files failed", file=sys.stderr)
+        return 0
+    if args.command == "eval":
+        return _eval(index, args)
+    if args.command == "stats":
+        print(json.dumps(index.stats(), indent=2))
+        return 0
+    return 2
+
+
+def _fail(err: object) -> int:
+    print(f"irs: {err}", file=sys.stderr)
+    return 2

@@ -22,14 +22,15 @@ import torch
 from PIL import Image
 
 from irs.embed import Embedder
-from irs.load import LoadError, decode_image, discover
-from irs.pipeline import Writer, prefetch
+from irs.load import LoadError, check_folder, decode_image, discover, read_file
+from irs.locks import FileLock, writer_lock
+from irs.pipeline import TimeLimitExceeded, Writer, call_with_time_limit, prefetch
 from irs.query import ParsedQuery, Phrase, parse_query
 from irs.records import BadFile, FileEntry, LoadedImage, SearchResult, Segment
 from irs.search import QueryVectors, rank
 from irs.segment import Segmenter, make_segmenter, segment_images
 from irs.settings import Settings, load_settings
-from irs.store import Store
+from irs.store import Consistency, Store
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +91,27 @@ class Prepared:
 class Index:
     """An irs database: open it, add folders to it, search it."""
 
-    def __init__(self, settings: Settings, segmenter: Segmenter | None = None) -> None:
-        """Open a database. `segmenter` replaces the one the settings name (the benchmark's oracle)."""
+    def __init__(self, settings: Settings, segmenter: Segmenter | None = None, create: bool = True) -> None:
+        """Open a database (create=False: DatabaseMissing if there is none). `segmenter` replaces the one
+        the settings name (the benchmark's oracle)."""
         self.settings = settings
-        self.store = Store(settings)
+        self.store = Store(settings, create=create)
         _write_config(settings)
         self._embedder: Embedder | None = None
         self._segmenter: Segmenter | None = segmenter
         self._segmenter_loaded = segmenter is not None
         self._model_lock = threading.Lock()
+        # a lost or replaced vector store must never look like an empty result: say so on every open
+        self.problem = self.store.quick_check()
+        if self.problem:
+            log.warning(self.problem)
 
     @classmethod
-    def open(cls, db: str | os.PathLike | None = None, **overrides: Any) -> Index:
+    def open(cls, db: str | os.PathLike | None = None, create: bool = True, **overrides: Any) -> Index:
         """Open (or create) a database. Settings: defaults < profile < db/irs.toml < IRS_* < overrides."""
         if db is not None:
             overrides["db"] = str(db)
-        return cls(load_settings(overrides))
+        return cls(load_settings(overrides), create=create)
 
     # models are loaded on first use: a search never loads SAM -------------------------------------
     @property
@@ -139,32 +145,81 @@ class Index:
         """Index every image under `folder`; skip unchanged files, drop vanished ones.
 
         `stop` (set from another thread) ends the run cleanly after the current batch; rerunning
-        continues where it stopped. With segment=False only whole-image vectors are made.
+        continues where it stopped. With segment=False only whole-image vectors are made. A file that
+        cannot be used is that file's failure: it is recorded (see `errors`) and the run goes on.
+        Only one process indexes a database at a time (DatabaseBusy names the other one).
         """
+        if self.settings.allowed_roots:
+            why = check_folder(str(folder), self.settings.allowed_roots)
+            if why:
+                raise ValueError(why)
         root = Path(folder).expanduser().resolve()
         report = IndexReport()
-        entries, problems = discover(root, self.settings.extensions)
-        self.store.remember_folder(str(root))
-        report.found = len(entries)
-        report.failed.extend(problems)
+        entries, problems = discover(root, self.settings.extensions, self.settings.allowed_roots)
+        with self._writing():
+            self._reconcile()
+            self.store.remember_folder(str(root))
+            report.found = len(entries)
+            report.failed.extend(problems)
 
-        known = self.store.known_files()
-        on_disk = {e.path for e in entries}
-        prefix = str(root) + os.sep
-        vanished = [p for p in known if p.startswith(prefix) and p not in on_disk]
-        self.store.forget_paths(vanished)
-        self.store.clear_errors(vanished)
-        report.removed = len(vanished)
+            known = self.store.known_files()
+            on_disk = {e.path for e in entries}
+            prefix = str(root) + os.sep
+            vanished = [p for p in known if p.startswith(prefix) and p not in on_disk]
+            self.store.forget_paths(vanished)
+            self.store.clear_errors(vanished)
+            report.removed = len(vanished)
 
-        todo = []
-        for entry in entries:
-            old = known.get(entry.path)
-            state = self.store.image_state(old[0]) if old else None
-            if old and old[1:] == (entry.size, entry.mtime_ns) and state and state[0]:
-                report.unchanged += 1
-            else:
-                todo.append(entry)
+            todo = []
+            for entry in entries:
+                old = known.get(entry.path)
+                state = self.store.image_state(old[0]) if old else None
+                if old and old[1:] == (entry.size, entry.mtime_ns) and state and state[0]:
+                    report.unchanged += 1
+                else:
+                    todo.append(entry)
+            # files elsewhere whose vectors a repair found missing
+            todo += [e for e in self.store.unembedded_files() if e.path not in on_disk]
+            return self._run_stages(todo, report, progress, stop, segment)
 
+    def check(self) -> Consistency:
+        """Compare SQLite and Chroma id by id (see Store.check)."""
+        return self.store.check()
+
+    def repair(
+        self, progress: ProgressFn | None = None, stop: threading.Event | None = None
+    ) -> tuple[Consistency, IndexReport]:
+        """Make SQLite and Chroma agree: delete vectors nothing refers to, re-embed and re-segment what
+        is missing (from the files on disk). Returns what was found and what the re-indexing did."""
+        with self._writing():
+            found = self.store.check()
+            if not found.ok:
+                self.store.repair(found)
+            self.problem = None
+            return found, self._run_stages(self.store.unembedded_files(), IndexReport(), progress, stop, True)
+
+    def _writing(self) -> FileLock:
+        """The database's writer lock, for the length of a `with`."""
+        return writer_lock(Path(self.settings.db), self.settings.lock_timeout)
+
+    def _reconcile(self) -> None:
+        """Before indexing: when the cheap count check finds vectors missing, compare ids and repair."""
+        if self.store.quick_check() is None:
+            return
+        found = self.store.check()
+        log.warning("repairing %s: %s", self.settings.db, found)
+        self.store.repair(found)
+        self.problem = None
+
+    def _run_stages(
+        self,
+        todo: list[FileEntry],
+        report: IndexReport,
+        progress: ProgressFn | None,
+        stop: threading.Event | None,
+        segment: bool,
+    ) -> IndexReport:
+        """Stage 1 (embed `todo`), stage 2 (segment whatever is pending), then tidy up."""
         stopped = self._embed_files(todo, report, progress, stop)
         if not stopped and segment and self.segmenter is not None:
             stopped = self._segment_pending(report, progress, stop)
@@ -173,12 +228,22 @@ class Index:
         report.stopped = stopped
         return report
 
+    def _prepare_within_limit(self, entry: FileEntry) -> Prepared:
+        """`_prepare` under the decode time limit; any failure becomes this file's error."""
+        limit = self.settings.decode_timeout
+        try:
+            return call_with_time_limit(self._prepare, entry, limit)
+        except TimeLimitExceeded:
+            return Prepared(entry, error=f"reading and decoding took over {limit:g} s (decode_timeout); abandoned")
+        except Exception as err:  # a decoder or preprocessing bug: this file's failure, not the run's
+            return Prepared(entry, error=f"could not be prepared: {type(err).__name__}: {err}")
+
     def _prepare(self, entry: FileEntry) -> Prepared:
         """Worker side of stage 1: read, hash, and (for unseen bytes) decode and preprocess one file."""
         try:
-            data = Path(entry.path).read_bytes()
-        except OSError as err:
-            return Prepared(entry, error=f"cannot read file: {err.strerror or err}")
+            data = read_file(entry.path)
+        except LoadError as err:
+            return Prepared(entry, error=str(err))
         sha = hashlib.sha256(data).hexdigest()
         state = self.store.image_state(sha)
         if state and state[0]:
@@ -201,7 +266,7 @@ class Index:
         writer = Writer()
         stopped = False
         try:
-            work = prefetch(self._prepare, todo, self.settings.load_workers, 2 * self.settings.batch_size)
+            work = prefetch(self._prepare_within_limit, todo, self.settings.load_workers, 2 * self.settings.batch_size)
             for n, (entry, item) in enumerate(work, 1):
                 if item.error:
                     report.failed.append(BadFile(entry.path, item.error))
@@ -215,8 +280,7 @@ class Index:
                     progress(Progress("embed", n, len(todo), started, entry.path))
                 stopped = _is_set(stop)
                 if batch and (len(batch) >= self.settings.batch_size or n == len(todo) or stopped):
-                    self._flush_images(batch, writer)
-                    report.added += len(batch)
+                    self._flush_images(batch, writer, report)
                     batch = []
                 if stopped:
                     break
@@ -224,14 +288,27 @@ class Index:
             writer.close()
         return stopped
 
-    def _flush_images(self, batch: list[Prepared], writer: Writer) -> None:
+    def _flush_images(self, batch: list[Prepared], writer: Writer, report: IndexReport) -> None:
+        """Embed a batch of whole images and queue their writes. If the model fails on the batch, each
+        image is tried alone, so only the culprit is recorded."""
         unique: dict[str, Prepared] = {}
         for item in batch:
             unique.setdefault(item.sha256, item)
-        vectors = self.embedder.encode_pixels(torch.stack([item.pixels for item in unique.values()]))
+        try:
+            vectors = self.embedder.encode_pixels(torch.stack([item.pixels for item in unique.values()]))
+        except Exception as err:
+            if len(unique) == 1:
+                for item in batch:
+                    report.failed.append(BadFile(item.entry.path, f"embedding failed: {type(err).__name__}: {err}"))
+                    writer.submit(self.store.forget_paths, [item.entry.path])
+                return
+            for sha in unique:
+                self._flush_images([item for item in batch if item.sha256 == sha], writer, report)
+            return
         rows = [(sha, item.width, item.height) for sha, item in unique.items()]
         writer.submit(self.store.add_images, rows, vectors)
         writer.submit(self.store.link_files, [(item.entry, item.sha256) for item in batch])
+        report.added += len(batch)
 
     def _segment_pending(self, report: IndexReport, progress: ProgressFn | None, stop: threading.Event | None) -> bool:
         """Stage 2: segment every embedded image that has no segments yet; the crops of several images
@@ -243,8 +320,16 @@ class Index:
         writer = Writer()
         stopped = False
 
+        limit = self.settings.decode_timeout
+
         def load(sha: str) -> tuple[LoadedImage | None, list[BadFile]]:
-            return self._load_any(paths.get(sha, []), sha)
+            try:
+                return call_with_time_limit(lambda s: self._load_any(paths.get(s, []), s), sha, limit)
+            except TimeLimitExceeded:
+                why = f"reading and decoding took over {limit:g} s (decode_timeout); abandoned"
+            except Exception as err:
+                why = f"could not be loaded: {type(err).__name__}: {err}"
+            return None, [BadFile(path, why) for path in paths.get(sha, [])]
 
         try:
             work = prefetch(load, pending, self.settings.load_workers, 4)
@@ -254,17 +339,14 @@ class Index:
                 if image is not None:
                     group.append((sha, image))
                 if group and (len(group) >= self.settings.sam_batch or n == len(pending) or _is_set(stop)):
-                    pixels = [im.pixels for _, im in group]
-                    for (sha_g, im), segments in zip(group, segment_images(self.segmenter, pixels, self.settings)):
-                        waiting.append((sha_g, segments, self.embedder.segment_pixels(im.pixels, segments)))
-                        report.segmented += 1
+                    waiting += self._segment_group(group, paths, report)
                     group = []
                 if progress:
                     progress(Progress("segment", n, len(pending), started, paths.get(sha, [""])[0]))
                 stopped = _is_set(stop)
                 crops = sum(len(w[2]) for w in waiting)
                 if waiting and (crops >= self.settings.batch_size or n == len(pending) or stopped):
-                    self._flush_segments(waiting, writer)
+                    self._flush_segments(waiting, writer, paths, report)
                     waiting = []
                 if stopped:
                     break
@@ -272,8 +354,44 @@ class Index:
             writer.close()
         return stopped
 
-    def _flush_segments(self, waiting: list[tuple[str, list[Segment], torch.Tensor]], writer: Writer) -> None:
-        vectors = self.embedder.encode_pixels(torch.cat([crops for _, _, crops in waiting]))
+    def _segment_group(
+        self, group: list[tuple[str, LoadedImage]], paths: dict[str, list[str]], report: IndexReport
+    ) -> list[tuple[str, list[Segment], torch.Tensor]]:
+        """Segment images together and cut their crops; when that fails, each image alone, so that only
+        the culprit is recorded (it stays pending, and is tried again by the next run)."""
+        try:
+            out = []
+            masks = segment_images(self.segmenter, [im.pixels for _, im in group], self.settings)
+            for (sha, im), segments in zip(group, masks):
+                out.append((sha, segments, self.embedder.segment_pixels(im.pixels, segments)))
+        except Exception as err:
+            if len(group) > 1:
+                return [item for one in group for item in self._segment_group([one], paths, report)]
+            reason = f"segmentation failed: {type(err).__name__}: {err}"
+            report.failed += [BadFile(path, reason) for path in paths.get(group[0][0], [])]
+            return []
+        report.segmented += len(out)
+        return out
+
+    def _flush_segments(
+        self,
+        waiting: list[tuple[str, list[Segment], torch.Tensor]],
+        writer: Writer,
+        paths: dict[str, list[str]],
+        report: IndexReport,
+    ) -> None:
+        """Embed the crops of several images at once and queue the writes (image by image on failure)."""
+        try:
+            vectors = self.embedder.encode_pixels(torch.cat([crops for _, _, crops in waiting]))
+        except Exception as err:
+            if len(waiting) > 1:
+                for one in waiting:
+                    self._flush_segments([one], writer, paths, report)
+                return
+            reason = f"embedding segments failed: {type(err).__name__}: {err}"
+            report.failed += [BadFile(path, reason) for path in paths.get(waiting[0][0], [])]
+            report.segmented -= 1
+            return
         items, start = [], 0
         for sha, segments, _ in waiting:
             items.append((sha, segments, vectors[start : start + len(segments)]))
@@ -285,9 +403,9 @@ class Index:
         problems = []
         for path in paths:
             try:
-                data = Path(path).read_bytes()
-            except OSError as err:
-                problems.append(BadFile(path, f"cannot read file: {err.strerror or err}"))
+                data = read_file(path)
+            except LoadError as err:
+                problems.append(BadFile(path, str(err)))
                 continue
             if hashlib.sha256(data).hexdigest() != sha:
                 continue  # changed since stage 1; the next run re-embeds it
@@ -360,7 +478,16 @@ def _write_config(settings: Settings) -> None:
         f"profile = {_toml(settings.profile)}",
     ]
     lines += [f"{k} = {_toml(v)}" for k, v in settings.index_fingerprint().items()]
-    path.write_text("\n".join(lines) + "\n")
+    # written aside and linked into place: a process opening the database at the same moment
+    # sees the whole file or none
+    part = path.with_name(f".irs.toml.{os.getpid()}.{threading.get_ident()}")
+    part.write_text("\n".join(lines) + "\n")
+    try:
+        os.link(part, path)
+    except FileExistsError:
+        pass
+    finally:
+        part.unlink()
 
 
 def _toml(value: Any) -> str:

@@ -22,7 +22,9 @@ class LoadError(Exception):
     """A file could not be loaded; str(err) is the reason."""
 
 
-def discover(root: str | Path, extensions: tuple[str, ...]) -> tuple[list[FileEntry], list[BadFile]]:
+def discover(
+    root: str | Path, extensions: tuple[str, ...], allowed_roots: tuple[str, ...] = ()
+) -> tuple[list[FileEntry], list[BadFile]]:
     """Every image file under `root` (recursively, sorted), and the folders that could not be read.
 
     Hidden files and folders (name starts with '.') are skipped. Symbolic links are followed, and
@@ -79,6 +81,14 @@ def check_folder(folder: str, allowed_roots: tuple[str, ...] = ()) -> str | None
         if not any(real == r or r in real.parents for r in roots):
             return f"{path}: outside the allowed folders ({', '.join(str(r) for r in roots)})"
     return None
+
+
+def read_file(path: str) -> bytes:
+    """A file's bytes (regular files only)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise LoadError(f"cannot read file: {err.strerror or err}") from None
 
 
 def load_image(path: str, max_pixels: int, max_side: int) -> LoadedImage:

@@ -46,6 +46,33 @@ def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int, depth: int)
 _END: Any = object()
 
 
+class TimeLimitExceeded(Exception):
+    """A call did not finish within its time limit (it was abandoned, not stopped)."""
+
+
+def call_with_time_limit(fn: Callable[[T], R], item: T, seconds: float) -> R:
+    """fn(item), or TimeLimitExceeded after `seconds`.
+
+    A decoder stuck in C code cannot be interrupted, so the call runs on a daemon thread that is
+    abandoned when the time runs out: the run goes on, and that one thread is lost."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn(item)
+        except BaseException as err:  # handed to the caller below
+            box["error"] = err
+
+    thread = threading.Thread(target=run, name="irs-timed", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeLimitExceeded(f"took over {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 class Writer:
     """Applies writes in order on one background thread, so the model never waits for the database.
 

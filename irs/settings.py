@@ -93,6 +93,9 @@ class Settings:
     # store
     chroma_host: str = ""  # set to use a Chroma server instead of the local database
     chroma_port: int = 8000
+    chroma_retry_seconds: float = 30.0  # how long an unreachable Chroma server is retried before giving up
+    decode_timeout: float = 60.0  # seconds one file's read + decode may take before it is abandoned
+    lock_timeout: float = 0.0  # seconds a second indexer waits for the database's writer lock
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""

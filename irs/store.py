@@ -9,21 +9,26 @@ redoes pending work; `collect_garbage` deletes whatever no file refers to any mo
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from irs import __version__
+from irs.locks import open_lock
 from irs.records import BadFile, FileEntry, Segment
 from irs.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifest (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,11 +48,57 @@ CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY, at REAL NOT NULL);
 """
 
 
+ORPHAN_IMAGES = "SELECT sha256 FROM images WHERE sha256 NOT IN (SELECT sha256 FROM files)"
 SEGMENT_CACHE = 20_000  # images whose segment vectors stay in memory for rescoring (LRU)
 
 
 class ManifestMismatch(RuntimeError):
     """The database was built with other index settings; mixing them would corrupt results."""
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used as it is (damaged, or its Chroma server unreachable); the message says
+    what happened and what to do."""
+
+
+class DatabaseMissing(FileNotFoundError):
+    """No database where one was expected (search, stats, errors and check never create one)."""
+
+
+@dataclass
+class Consistency:
+    """How SQLite (the catalog) and Chroma (the vectors) disagree; empty lists mean they agree."""
+
+    missing_images: list[str] = field(default_factory=list)  # embedded per SQLite, no vector in Chroma
+    extra_images: list[str] = field(default_factory=list)  # vectors of images SQLite does not know
+    missing_segments: list[str] = field(default_factory=list)  # images whose segment vectors are incomplete
+    extra_segments: list[str] = field(default_factory=list)  # segment vectors with no row
+    orphan_images: list[str] = field(default_factory=list)  # image rows no file refers to
+    orphan_segment_rows: int = 0  # segment rows of unknown images
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.missing_images
+            or self.extra_images
+            or self.missing_segments
+            or self.extra_segments
+            or self.orphan_images
+            or self.orphan_segment_rows
+        )
+
+    def __str__(self) -> str:
+        if self.ok:
+            return "SQLite and Chroma agree"
+        parts = [
+            (len(self.missing_images), "image vectors missing"),
+            (len(self.extra_images), "image vectors with no image"),
+            (len(self.missing_segments), "images with segment vectors missing"),
+            (len(self.extra_segments), "segment vectors with no segment"),
+            (len(self.orphan_images), "images no file refers to"),
+            (self.orphan_segment_rows, "segment rows of unknown images"),
+        ]
+        return ", ".join(f"{n:,} {what}" for n, what in parts if n)
 
 
 @dataclass(frozen=True)
@@ -90,26 +141,71 @@ def _segment_from_row(r: tuple) -> Segment:
 class Store:
     """One irs database: a folder with `irs.sqlite` and (unless a server is used) `chroma/`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, create: bool = True) -> None:
+        """Open the database in `settings.db`; with create=False a missing one raises DatabaseMissing."""
         self.root = Path(settings.db)
+        if not create and not (self.root / "irs.sqlite").is_file():
+            raise DatabaseMissing(
+                f"no irs database at {self.root}: index a folder first (python -m irs index FOLDER --db {self.root})"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._segment_cache: OrderedDict[str, list[tuple[Segment, np.ndarray]]] = OrderedDict()
-        self.sql = sqlite3.connect(self.root / "irs.sqlite", check_same_thread=False, isolation_level=None)
-        self.sql.execute("PRAGMA journal_mode=WAL")
-        self.sql.execute("PRAGMA synchronous=NORMAL")
-        self.sql.executescript(SCHEMA)
-        self._check_manifest(settings)
-        self.chroma = _chroma_client(settings, self.root)
-        self.batch_limit = self.chroma.get_max_batch_size()
+        self.chroma_where = f"{settings.chroma_host}:{settings.chroma_port}" if settings.chroma_host else ""
+        self.retry_seconds = settings.chroma_retry_seconds
+        # several processes may create the same new database at once: one at a time builds the tables
+        with open_lock(self.root):
+            self.sql = _open_sqlite(self.root / "irs.sqlite")
+            self._check_manifest(settings)
+            try:
+                self._open_chroma(settings)
+            except (StoreError, ManifestMismatch):
+                raise
+            except Exception as err:
+                if self.chroma_where:
+                    raise
+                raise StoreError(
+                    f"{self.root / 'chroma'}: the vector store cannot be opened ({type(err).__name__}: {err}). "
+                    f"Move it aside (mv {self.root / 'chroma'} {self.root / 'chroma.damaged'}), then run "
+                    f"python -m irs check --repair --db {self.root} to rebuild the vectors from the images"
+                ) from None
+
+    def _open_chroma(self, settings: Settings) -> None:
+        self.chroma = self._retry(lambda: _chroma_client(settings, self.root))
+        self.batch_limit = self._retry(self.chroma.get_max_batch_size)
         prefix = f"irs-{self.manifest['db_id'][:12]}"
         hnsw = {"hnsw": {"space": "cosine"}}
-        self.images = self.chroma.get_or_create_collection(
-            f"{prefix}-images", embedding_function=None, configuration=hnsw
+        self.images = _Retrying(self, self._collection(f"{prefix}-images", hnsw))
+        self.segments = _Retrying(self, self._collection(f"{prefix}-segments", hnsw))
+
+    def _collection(self, name: str, configuration: dict[str, Any]) -> Any:
+        return self._retry(
+            lambda: self.chroma.get_or_create_collection(name, embedding_function=None, configuration=configuration)
         )
-        self.segments = self.chroma.get_or_create_collection(
-            f"{prefix}-segments", embedding_function=None, configuration=hnsw
-        )
+
+    def _retry(self, call: Callable[[], T]) -> T:
+        """Run a Chroma call; while a Chroma *server* is unreachable, retry with backoff for
+        `chroma_retry_seconds`, then raise StoreError with one line saying what to do."""
+        delay, deadline, warned = 0.2, time.monotonic() + self.retry_seconds, False
+        while True:
+            try:
+                return call()
+            except Exception as err:
+                if not self.chroma_where or not _unreachable(err):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise StoreError(
+                        f"the Chroma server at {self.chroma_where} is not answering ({type(err).__name__}: {err}); "
+                        f"retried for {self.retry_seconds:g} s. Start it (chroma run --path PATH --host HOST --port "
+                        "PORT) and run again: indexing resumes where it stopped"
+                    ) from None
+                if not warned:
+                    log.warning(
+                        "Chroma server at %s not answering; retrying for %g s", self.chroma_where, self.retry_seconds
+                    )
+                    warned = True
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # manifest -----------------------------------------------------------------------------------
     def _check_manifest(self, settings: Settings) -> None:
@@ -317,10 +413,7 @@ class Store:
     def collect_garbage(self) -> int:
         """Delete images (vectors, segments, rows) that no file refers to. Returns how many."""
         with self._lock:
-            orphans = [
-                r[0]
-                for r in self.sql.execute("SELECT sha256 FROM images WHERE sha256 NOT IN (SELECT sha256 FROM files)")
-            ]
+            orphans = [r[0] for r in self.sql.execute(ORPHAN_IMAGES)]
         if not orphans:
             return 0
         self._drop_segments(orphans)
@@ -367,7 +460,7 @@ class Store:
         return [(sha, path) for sha, path in rows]
 
     def segment_vector(self, sha: str, idx: int) -> np.ndarray | None:
-        res = self.segments.get(ids=[segment_id(sha, idx)], include=["embeddings"])
+        res = self._get(self.segments, [segment_id(sha, idx)], ["embeddings"])
         return np.asarray(res["embeddings"][0], np.float32) if res["ids"] else None
 
     # queries ------------------------------------------------------------------------------------
@@ -375,14 +468,14 @@ class Store:
         """Nearest whole images: sha256 -> cosine similarity."""
         if n <= 0 or self.images.count() == 0:
             return {}
-        res = self.images.query(query_embeddings=[vector], n_results=n, include=["distances"])
+        res = self._query(self.images, vector, n, ["distances"])
         return {i: 1.0 - d for i, d in zip(res["ids"][0], res["distances"][0])}
 
     def query_segments(self, vector: np.ndarray, n: int) -> list[SegmentHit]:
         """Nearest segments, with their positions (no masks), best first."""
         if n <= 0 or self.segments.count() == 0:
             return []
-        res = self.segments.query(query_embeddings=[vector], n_results=n, include=["distances", "metadatas"])
+        res = self._query(self.segments, vector, n, ["distances", "metadatas"])
         return [
             SegmentHit(meta["image"], _segment_from_meta(meta), 1.0 - d)
             for meta, d in zip(res["metadatas"][0], res["distances"][0])
@@ -391,7 +484,7 @@ class Store:
     def image_vectors(self, shas: list[str]) -> dict[str, np.ndarray]:
         if not shas:
             return {}
-        res = self.images.get(ids=shas, include=["embeddings"])
+        res = self._get(self.images, shas, ["embeddings"])
         return {i: np.asarray(e, np.float32) for i, e in zip(res["ids"], res["embeddings"])}
 
     def segment_vectors(self, shas: list[str]) -> Iterator[tuple[str, Segment, np.ndarray]]:
@@ -408,7 +501,7 @@ class Store:
         counts = self.segment_count(missing)
         ids = [segment_id(s, i) for s in missing for i in range(counts[s])]
         for start in range(0, len(ids), self.batch_limit):
-            res = self.segments.get(ids=ids[start : start + self.batch_limit], include=["embeddings", "metadatas"])
+            res = self._get(self.segments, ids[start : start + self.batch_limit], ["embeddings", "metadatas"])
             for meta, vec in zip(res["metadatas"], res["embeddings"]):
                 fetched[meta["image"]].append((_segment_from_meta(meta), np.asarray(vec, np.float32)))
         with self._lock:
@@ -420,10 +513,109 @@ class Store:
             for segment, vector in cached.get(sha) or fetched.get(sha, []):
                 yield sha, segment, vector
 
+    # Reads while another process writes. A local Chroma is written by one process at a time (the
+    # writer lock); until that writer flushes, other processes cannot read what it added: a get of a
+    # new id fails ("Error finding id") and a query of a collection with nothing flushed fails ("Nothing
+    # found on disk"). Searches made meanwhile see what the indexer has flushed, instead of failing.
+    def _get(self, collection: Any, ids: list[str], include: list[str]) -> dict[str, list]:
+        """collection.get(ids), leaving out ids another process has added but not yet flushed."""
+        try:
+            res = collection.get(ids=ids, include=include)
+            return {"ids": res["ids"], **{key: list(res[key]) for key in include}}
+        except Exception as err:
+            if not _unflushed(err) or len(ids) <= 1:
+                if _unflushed(err):
+                    return {"ids": [], **{key: [] for key in include}}
+                raise
+        halves = [self._get(collection, part, include) for part in (ids[: len(ids) // 2], ids[len(ids) // 2 :])]
+        return {key: halves[0][key] + halves[1][key] for key in ("ids", *include)}
+
+    def _query(self, collection: Any, vector: np.ndarray, n: int, include: list[str]) -> dict[str, list]:
+        """collection.query for one vector; no neighbours while nothing is readable yet."""
+        try:
+            return collection.query(query_embeddings=[vector], n_results=n, include=include)
+        except Exception as err:
+            if not _unflushed(err):
+                raise
+            return {"ids": [[]], **{key: [[]] for key in include}}
+
     def image_count(self) -> int:
         """Indexed images (cheap: no disk walk, unlike stats())."""
         with self._lock:
             return int(self.sql.execute("SELECT COUNT(DISTINCT sha256) FROM files").fetchone()[0])
+
+    # consistency between SQLite and Chroma -----------------------------------------------------
+    def quick_check(self) -> str | None:
+        """A cheap comparison of counts (done on every open): a message when Chroma holds fewer vectors
+        than SQLite says are stored (a lost or replaced vector store), else None."""
+        with self._lock:
+            embedded = self.sql.execute("SELECT COUNT(*) FROM images WHERE embedded=1").fetchone()[0]
+            segments = self.sql.execute(
+                "SELECT COUNT(*) FROM segments WHERE sha256 IN (SELECT sha256 FROM images WHERE segmented=1)"
+            ).fetchone()[0]
+        have_images, have_segments = self.images.count(), self.segments.count()
+        if have_images >= embedded and have_segments >= segments:
+            return None
+        return (
+            f"{self.root}: the vector store holds {have_images:,} image and {have_segments:,} segment vectors, "
+            f"the catalog lists {embedded:,} and {segments:,}. Run python -m irs check --repair --db {self.root} "
+            "(index does it too) to re-embed what is missing"
+        )
+
+    def check(self) -> Consistency:
+        """Compare every id both ways (reads every id in Chroma: seconds per million vectors)."""
+        with self._lock:
+            embedded = {r[0] for r in self.sql.execute("SELECT sha256 FROM images WHERE embedded=1")}
+            known = {r[0] for r in self.sql.execute("SELECT sha256 FROM images")}
+            rows = self.sql.execute(
+                "SELECT s.sha256, s.idx, i.segmented FROM segments s LEFT JOIN images i ON s.sha256 = i.sha256"
+            ).fetchall()
+            orphans = [r[0] for r in self.sql.execute(ORPHAN_IMAGES)]
+        have_images = set(self._all_ids(self.images))
+        have_segments = set(self._all_ids(self.segments))
+        row_ids = {segment_id(sha, idx) for sha, idx, _ in rows}
+        missing_segments = sorted({sha for sha, i, done in rows if done and segment_id(sha, i) not in have_segments})
+        return Consistency(
+            missing_images=sorted(embedded - have_images),
+            extra_images=sorted(have_images - known),
+            missing_segments=missing_segments,
+            extra_segments=sorted(have_segments - row_ids),
+            orphan_images=orphans,
+            orphan_segment_rows=sum(1 for _, _, done in rows if done is None),
+        )
+
+    def repair(self, found: Consistency) -> None:
+        """Make the two stores agree: delete what nothing refers to, and mark images whose vectors are
+        missing as not done, so that the next indexing pass (Index.repair, or add_folder) redoes them."""
+        for start in range(0, len(found.extra_images), self.batch_limit):
+            self.images.delete(ids=found.extra_images[start : start + self.batch_limit])
+        for start in range(0, len(found.extra_segments), self.batch_limit):
+            self.segments.delete(ids=found.extra_segments[start : start + self.batch_limit])
+        with self.transaction():
+            self.sql.executemany("UPDATE images SET embedded=0 WHERE sha256=?", [(s,) for s in found.missing_images])
+            self.sql.executemany("UPDATE images SET segmented=0 WHERE sha256=?", [(s,) for s in found.missing_segments])
+            self.sql.execute("DELETE FROM segments WHERE sha256 NOT IN (SELECT sha256 FROM images)")
+        with self._lock:
+            self._segment_cache.clear()
+        self.collect_garbage()
+
+    def unembedded_files(self) -> list[FileEntry]:
+        """Files whose image has no vector (after a repair): the indexer embeds them again."""
+        with self._lock:
+            rows = self.sql.execute(
+                "SELECT f.path, f.size, f.mtime_ns FROM files f JOIN images i ON f.sha256 = i.sha256 "
+                "WHERE i.embedded = 0 ORDER BY f.path"
+            ).fetchall()
+        return [FileEntry(path, size, mtime) for path, size, mtime in rows]
+
+    def _all_ids(self, collection: Any) -> Iterator[str]:
+        offset = 0
+        while True:
+            ids = collection.get(include=[], limit=self.batch_limit, offset=offset)["ids"]
+            yield from ids
+            if len(ids) < self.batch_limit:
+                return
+            offset += len(ids)
 
     # stats --------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -443,6 +635,8 @@ class Store:
             "segmented": segmented,
             "segments": segments,
             "errors": errors,
+            "image_vectors": self.images.count(),
+            "segment_vectors": self.segments.count(),
             "disk_bytes": size,
             "model": f"{index_settings['clip_model']} / {index_settings['clip_pretrained'] or 'random'}",
             "segmenter": index_settings["segmenter"],
@@ -469,6 +663,60 @@ class _Transaction:
             self.store.sql.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.store._lock.release()
+
+
+class _Retrying:
+    """A Chroma collection whose calls go through Store._retry (all of irs's calls are idempotent:
+    upserts and deletes by id, and reads)."""
+
+    def __init__(self, store: Store, collection: Any) -> None:
+        self._store = store
+        self._collection = collection
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._collection, name)
+        if not callable(attr):
+            return attr
+        return lambda *args, **kwargs: self._store._retry(lambda: attr(*args, **kwargs))
+
+
+def _unflushed(err: BaseException) -> bool:
+    """Whether a Chroma read failed only because another process has not flushed its writes yet."""
+    text = str(err)
+    return "Error finding id" in text or "Nothing found on disk" in text
+
+
+def _open_sqlite(path: Path) -> sqlite3.Connection:
+    """Connect and create the tables; a damaged file gives a StoreError saying how to rebuild."""
+    try:
+        sql = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        sql.execute("PRAGMA journal_mode=WAL")
+        sql.execute("PRAGMA synchronous=NORMAL")
+        sql.executescript(SCHEMA)
+        sql.execute("SELECT COUNT(*) FROM manifest").fetchone()
+        return sql
+    except sqlite3.DatabaseError as err:
+        raise StoreError(damaged_message(path, err)) from None
+
+
+def damaged_message(path: Path, err: Exception) -> str:
+    """What to say when SQLite refuses the catalog."""
+    db = path.parent
+    return (
+        f"{path}: the catalog is damaged (SQLite says: {err}). Rebuild it: move the database folder aside "
+        f"(mv {db} {db}.damaged) and index your folders again with --db {db}; your judgments are in "
+        f"{db / 'judgments.sqlite'} and can be copied back"
+    )
+
+
+def _unreachable(err: BaseException) -> bool:
+    """Whether an error means "the Chroma server did not answer" (worth retrying)."""
+    import httpx
+
+    if isinstance(err, (httpx.TransportError, ConnectionError, TimeoutError)):
+        return True
+    text = f"{type(err).__name__} {err}".lower()
+    return any(w in text for w in ("connection refused", "could not connect", "connecterror", "connection reset"))
 
 
 def _chroma_client(settings: Settings, root: Path) -> Any:

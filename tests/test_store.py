@@ -1,7 +1,11 @@
+import shutil
+from pathlib import Path
+
 import pytest
+from chromadb.api.client import SharedSystemClient
 
 from irs.index import Index
-from irs.store import ManifestMismatch
+from irs.store import DatabaseMissing, ManifestMismatch, StoreError, segment_id
 
 
 def test_opening_with_another_model_is_refused_with_the_difference(index, scenes_folder):
@@ -43,3 +47,65 @@ def test_garbage_collection_removes_vectors_no_file_refers_to(index, scenes_fold
     s = index.stats()
     assert s["images"] == 5 and index.store.images.count() == 5
     assert index.store.segments.count() == s["segments"]
+
+
+def ranking(index: Index, query: str) -> list[tuple[str, float, int | None]]:
+    return [(r.path, round(r.score, 5), r.segment.index if r.segment else None) for r in index.search(query, k=8)]
+
+
+def test_a_lost_vector_store_is_reported_and_rebuilt_to_the_same_results(test_settings, scenes_folder):
+    with Index(test_settings) as index:
+        index.add_folder(scenes_folder)
+        before = {q: ranking(index, q) for q in ("a red circle", "a blue square on the left", "a star above a cross")}
+        stats = index.stats()
+    shutil.rmtree(Path(test_settings.db) / "chroma")
+    SharedSystemClient.clear_system_cache()  # as a new process would: Chroma caches clients by path
+
+    with Index(test_settings) as index:
+        assert index.problem and "holds 0 image and 0 segment vectors" in index.problem
+        assert "check --repair" in index.problem
+        found = index.check()
+        assert len(found.missing_images) == 8 and len(found.missing_segments) == 8 and not found.ok
+        report = index.add_folder(scenes_folder)  # index repairs on its own
+        assert (report.added, report.segmented, report.failed) == (8, 8, [])
+        assert index.check().ok and index.problem is None
+        assert index.stats()["segments"] == stats["segments"] == index.store.segments.count()
+        assert {q: ranking(index, q) for q in before} == before
+
+
+def test_check_repair_deletes_stray_vectors_and_restores_missing_ones(index, scenes_folder):
+    index.add_folder(scenes_folder)
+    shas = sorted(index.store.known_files().values())
+    victim = shas[0][0]
+    index.store.images.delete(ids=[victim])
+    index.store.segments.delete(ids=[segment_id(shas[1][0], 0)])
+    index.store.images.upsert(ids=["f" * 64], embeddings=[[0.1] * 32])
+    index.store.segments.upsert(ids=["e" * 64 + ":0"], embeddings=[[0.1] * 32])
+    found = index.check()
+    assert found.missing_images == [victim] and found.missing_segments == [shas[1][0]]
+    assert found.extra_images == ["f" * 64] and found.extra_segments == ["e" * 64 + ":0"]
+    assert "1 image vectors missing" in str(found)
+
+    found, report = index.repair()
+    assert not found.ok and (report.added, report.segmented, report.failed) == (1, 1, [])
+    assert index.check().ok
+    assert index.store.images.count() == 8 and index.store.segments.count() == index.stats()["segments"]
+
+
+def test_a_damaged_catalog_says_so_and_how_to_rebuild(test_settings, scenes_folder):
+    with Index(test_settings) as index:
+        index.add_folder(scenes_folder, segment=False)
+    catalog = Path(test_settings.db) / "irs.sqlite"
+    for leftover in catalog.parent.glob("irs.sqlite-*"):
+        leftover.unlink()
+    catalog.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError) as err:
+        Index(test_settings)
+    assert "the catalog is damaged" in str(err.value) and "index your folders again" in str(err.value)
+
+
+def test_search_never_creates_a_database(tmp_path, test_settings):
+    settings = test_settings.replace(db=str(tmp_path / "nothing-here"))
+    with pytest.raises(DatabaseMissing, match="no irs database at"):
+        Index(settings, create=False)
+    assert not (tmp_path / "nothing-here").exists()
