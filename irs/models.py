@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from irs.settings import SettingsError
+
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"  # "irs:NAME" in clip_pretrained means a file here
 
@@ -50,14 +52,30 @@ class WeightsError(RuntimeError):
 
 
 def pick_device(name: str) -> torch.device:
-    """`auto` prefers cuda, then mps, then cpu."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """`auto` prefers cuda, then mps, then cpu. A device torch cannot use is a SettingsError, not a traceback later."""
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if mps:
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise SettingsError(f"setting 'device': {name!r} is not one of auto, cpu, cuda, cuda:N, mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        problem = "torch sees no CUDA GPU (torch.cuda.is_available() is False); use auto or cpu"
+    elif device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        problem = (
+            f"torch sees {count} CUDA GPU{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1}); use auto or cuda"
+        )
+    elif device.type == "mps" and not mps:
+        problem = "torch sees no MPS device (torch.backends.mps.is_available() is False); use auto or cpu"
+    else:
+        return device
+    raise SettingsError(f"setting 'device': {name!r} asked for, but {problem}")
 
 
 def autocast(device: torch.device) -> AbstractContextManager:

@@ -2,14 +2,19 @@
 
 Every field can be set in `irs.toml` (in the database folder, or the file named by IRS_CONFIG) and
 by the environment variable IRS_<FIELD IN CAPITALS>. Explicit overrides (CLI flags) win over all.
+Every value is checked whenever a Settings is made (`replace` too), so a bad one stops irs at once with a
+message naming the setting, the value, what is allowed and, from `load_settings`, where the value came from.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -51,18 +56,19 @@ class Settings:
     extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
     max_pixels: int = 100_000_000  # refuse larger images (decompression bombs)
     work_max_side: int = 1024  # images are decoded down to this longest side
+    decode_timeout: float = 60.0  # seconds one file's read and decode may take before it is abandoned and recorded
 
     # embed (open_clip)
     clip_model: str = "ViT-B-32"
     clip_pretrained: str = "laion2b_s34b_b79k"  # an open_clip tag, a local file, or "" for random
-    device: str = "auto"  # auto | cpu | cuda | mps
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     batch_size: int = 64
     load_workers: int = 2  # threads reading and decoding ahead of the model (0: none)
     segment_background: str = "grey"  # grey | blur | keep: pixels outside a segment's mask
     crop_padding: float = 0.1  # context around a segment's box, as a fraction of the box
 
     # segment (Segment Anything)
-    segmenter: str = "sam"  # sam | none
+    segmenter: str = "sam"  # sam | components (weight-free) | none | oracle (the benchmark's, passed in)
     sam_model_type: str = "vit_b"  # vit_h | vit_l | vit_b | vit_t (MobileSAM) | tiny (random, tests only)
     sam_checkpoint: str = ""  # local path; "" downloads the published checkpoint
     sam_generator: str = "batched"  # batched (fast, irs's) | stock (segment_anything's SamAutomaticMaskGenerator)
@@ -84,21 +90,25 @@ class Settings:
     weight_position: float = 0.5  # how much a poor position fit costs a phrase (see irs.search)
     weight_relation: float = 0.5  # how much a poor relation fit costs a pair of phrases
     weight_negative: float = 0.5  # how much a "-term" costs
-    image_pool: int = 100  # candidates from the image collection
-    segment_pool: int = 400  # candidates from the segment collection
+    image_pool: int = 100  # candidates from the image collection (at least k: 0 means k)
+    segment_pool: int = 400  # candidates from the segment collection (at least k)
 
     # app
-    allowed_roots: tuple[str, ...] = ()  # when set, the app indexes only folders under these
+    allowed_roots: tuple[str, ...] = ()  # when set, the app indexes only folders under these (kept as written)
 
     # store
     chroma_host: str = ""  # set to use a Chroma server instead of the local database
     chroma_port: int = 8000
     chroma_retry_seconds: float = 30.0  # how long an unreachable Chroma server is retried before giving up
-    decode_timeout: float = 60.0  # seconds one file's read + decode may take before it is abandoned
-    lock_timeout: float = 0.0  # seconds a second indexer waits for the database's writer lock
+    lock_timeout: float = 0.0  # seconds a second indexer waits for the database's writer lock (0: do not wait)
+
+    def __post_init__(self) -> None:
+        # the instance is frozen: store the tidied values (an int weight as float, ".PNG" as ".png") past it
+        for f in fields(self):
+            object.__setattr__(self, f.name, _check(f.name, getattr(self, f.name)))
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with some fields changed."""
+        """A copy with some fields changed (and checked)."""
         return dataclasses.replace(self, **changes)
 
     def index_fingerprint(self) -> dict[str, Any]:
@@ -141,62 +151,203 @@ PROFILES: dict[str, dict[str, Any]] = {
 class SettingsError(ValueError):
     """A setting has a value irs cannot use; the message names it."""
 
+    def __init__(self, message: str, setting: str = "") -> None:
+        super().__init__(message)
+        self.setting = setting  # the field to blame, so load_settings can add where its value came from
 
-def _coerce(name: str, raw: Any, kind: Any) -> Any:
-    """Turn a file or environment value into the field's type, naming the field on failure."""
+
+# Readers turn a value from code, a TOML file or the environment (always text) into the field's type.
+# They raise TypeError or ValueError for a value of the wrong kind; bool is refused where a number is due.
+
+
+def _read_int(raw: Any) -> int:
+    if isinstance(raw, str):
+        return int(raw)  # "2.5" and "lots" raise
+    if isinstance(raw, numbers.Integral) and not isinstance(raw, bool):
+        return int(raw)
+    raise TypeError
+
+
+def _read_float(raw: Any) -> float:
+    if isinstance(raw, str) or (isinstance(raw, numbers.Real) and not isinstance(raw, bool)):
+        value = float(raw)  # OverflowError for an int beyond float's range
+        if math.isfinite(value):
+            return value
+        raise ValueError
+    raise TypeError
+
+
+def _read_text(raw: Any) -> str:
+    text = os.fspath(raw) if isinstance(raw, os.PathLike) else raw
+    if isinstance(text, str):
+        return text
+    raise TypeError
+
+
+def _read_list(raw: Any) -> tuple[str, ...]:
+    """A list, or comma-separated text; each item stripped of surrounding space, empty ones dropped."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)):
+        raise TypeError
+    return tuple(item for item in (_read_text(i).strip() for i in items) if item)
+
+
+def _read_extensions(raw: Any) -> tuple[str, ...]:
+    # file suffixes compare case-insensitively; ".jpg" and "jpg" mean the same
+    return tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in _read_list(raw))
+
+
+@dataclass(frozen=True)
+class _Rule:
+    read: Callable[[Any], Any]
+    ok: Callable[[Any], bool]
+    problem: str  # finishes the message "setting 'name': VALUE ..."
+
+
+def _range(
+    read: Callable[[Any], Any], low: float, high: float | None = None, *, above: bool = False, below: bool = False
+) -> _Rule:
+    """Numbers from `low` (or just `above` it) up to `high` (or just `below` it)."""
+
+    def ok(value: float) -> bool:
+        return (value > low if above else value >= low) and (high is None or (value < high if below else value <= high))
+
+    bounds = f"{'>' if above else '>='} {low}" + ("" if high is None else f" and {'<' if below else '<='} {high}")
+    kind = "a whole number" if read is _read_int else "a finite number"
+    return _Rule(read, ok, f"is not allowed (must be {kind} {bounds})")
+
+
+def _choice(*options: str) -> _Rule:
+    return _Rule(_read_text, lambda value: value in options, "is not one of " + ", ".join(options))
+
+
+def _anything(value: Any) -> bool:
+    return True
+
+
+def _text(required: bool = False) -> _Rule:
+    if required:
+        return _Rule(_read_text, lambda value: bool(value.strip()), "is not allowed (must be non-empty text)")
+    return _Rule(_read_text, _anything, "is not allowed (must be text)")
+
+
+_COUNT = _range(_read_int, 1)
+_WEIGHT = _range(_read_float, 0)
+_FRACTION = _range(_read_float, 0, 1)
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+_SUFFIX = re.compile(r"\.[^\s./\\]+")  # one suffix as Path.suffix gives it: ".jpg", never ".tar.gz" or "."
+
+# One rule per field (tests check none is missing).
+_RULES: dict[str, _Rule] = {
+    "db": _text(required=True),
+    "profile": _Rule(_read_text, lambda value: value in PROFILES, "is not one of " + ", ".join(PROFILES)),
+    "cache_dir": _text(required=True),
+    "extensions": _Rule(
+        _read_extensions,
+        lambda value: bool(value) and all(_SUFFIX.fullmatch(e) for e in value),
+        "is not allowed (must be a non-empty list of file suffixes like .jpg)",
+    ),
+    "max_pixels": _COUNT,
+    "work_max_side": _COUNT,
+    "decode_timeout": _range(_read_float, 0, above=True),
+    "clip_model": _text(required=True),
+    "clip_pretrained": _text(),
+    "device": _Rule(_read_text, lambda v: bool(_DEVICE.fullmatch(v)), "is not one of auto, cpu, cuda, cuda:N, mps"),
+    "batch_size": _COUNT,
+    "load_workers": _range(_read_int, 0),
+    "segment_background": _choice("grey", "blur", "keep"),
+    "crop_padding": _range(_read_float, 0, 10),
+    "segmenter": _choice("sam", "components", "none", "oracle"),  # oracle: the benchmark passes the segmenter in
+    "sam_model_type": _choice("vit_h", "vit_l", "vit_b", "vit_t", "tiny"),
+    "sam_checkpoint": _text(),
+    "sam_generator": _choice("batched", "stock"),
+    "sam_batch": _COUNT,
+    "points_per_side": _COUNT,
+    "points_per_batch": _COUNT,
+    "pred_iou_thresh": _FRACTION,
+    "stability_score_thresh": _FRACTION,
+    "box_nms_thresh": _FRACTION,
+    "min_mask_region_area": _range(_read_int, 0),
+    "min_segment_area": _range(_read_float, 0, 1, below=True),  # 1 would drop every segment
+    "segment_dedup_iou": _FRACTION,
+    "max_segments": _COUNT,
+    "mask_max_side": _COUNT,
+    "weight_image": _WEIGHT,
+    "weight_segment": _WEIGHT,
+    "weight_position": _WEIGHT,
+    "weight_relation": _WEIGHT,
+    "weight_negative": _WEIGHT,
+    "image_pool": _range(_read_int, 0),  # search takes at least k candidates, so 0 means k
+    "segment_pool": _range(_read_int, 0),
+    "allowed_roots": _Rule(_read_list, _anything, "is not allowed (must be a list of folders, or text with commas)"),
+    "chroma_host": _text(),
+    "chroma_port": _range(_read_int, 1, 65535),
+    "chroma_retry_seconds": _range(_read_float, 0),
+    "lock_timeout": _range(_read_float, 0),
+}
+
+
+def _check(name: str, raw: Any) -> Any:
+    """The value of setting `name` in its field's type, or a SettingsError naming the setting and what is allowed."""
+    rule = _RULES[name]
     try:
-        if kind in ("tuple[str, ...]",):
-            items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
-            return tuple(str(i).strip().lower() for i in items if str(i).strip())
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        return str(raw)
-    except (TypeError, ValueError) as err:
-        raise SettingsError(f"setting {name!r}: cannot read {raw!r} as {kind} ({err})") from None
-
-
-def _apply(base: dict[str, Any], values: Mapping[str, Any], source: str) -> None:
-    kinds = {f.name: f.type for f in fields(Settings)}
-    for name, raw in values.items():
-        if name not in kinds:
-            raise SettingsError(f"{source}: unknown setting {name!r}")
-        base[name] = _coerce(name, raw, kinds[name])
+        value = rule.read(raw)
+    except (TypeError, ValueError, OverflowError):
+        value, ok = raw, False
+    else:
+        ok = rule.ok(value)
+    if not ok:
+        raise SettingsError(f"setting {name!r}: {value!r} {rule.problem}", name)
+    return value
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, str]:
-    names = {f.name for f in fields(Settings)}
-    return {
-        key[4:].lower(): value for key, value in environ.items() if key.startswith("IRS_") and key[4:].lower() in names
-    }
+    """{field: IRS_* variable name} for the variables that name a setting (IRS_CONFIG and others do not)."""
+    return {key[4:].lower(): key for key in environ if key.startswith("IRS_") and key[4:].lower() in _RULES}
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Resolve settings: defaults < profile < irs.toml < IRS_* environment < overrides."""
+    """Resolve settings: defaults < profile < irs.toml < IRS_* environment < overrides.
+
+    A bad value raises SettingsError naming the setting, the value, what is allowed and where it came from.
+    """
     environ = os.environ if environ is None else environ
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    env_values = _from_env(environ)
+    env_keys = _from_env(environ)
+    env_values = {name: environ[key] for name, key in env_keys.items()}
 
     db = overrides.get("db") or env_values.get("db") or Settings.db
-    config_path = Path(environ.get("IRS_CONFIG") or Path(db).expanduser() / "irs.toml")
+    config_path = Path(environ.get("IRS_CONFIG") or Path(str(db)).expanduser() / "irs.toml")
     file_values: dict[str, Any] = {}
     if config_path.is_file():
         try:
             file_values = tomllib.loads(config_path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as err:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
             raise SettingsError(f"{config_path}: not a readable TOML file ({err})") from None
 
-    profile = overrides.get("profile") or env_values.get("profile") or file_values.get("profile")
-    profile = profile or "default"
-    if profile not in PROFILES:
-        raise SettingsError(f"setting 'profile': unknown profile {profile!r}; one of {list(PROFILES)}")
-
-    values: dict[str, Any] = {}
-    _apply(values, PROFILES[profile], f"profile {profile}")
-    _apply(values, file_values, str(config_path))
-    _apply(values, env_values, "environment")
-    _apply(values, overrides, "arguments")
-    values["profile"] = profile
-    values["db"] = str(Path(values.get("db", Settings.db)).expanduser())
-    return Settings(**values)
+    layers: list[tuple[Mapping[str, Any], Callable[[str], str]]] = [
+        (file_values, lambda name: str(config_path)),
+        (env_values, lambda name: f"environment {env_keys[name]}"),
+        (overrides, lambda name: "arguments"),
+    ]
+    profile, sources = "default", {}
+    for layer, source in layers:
+        if layer.get("profile") not in (None, ""):  # an empty IRS_PROFILE means the default
+            profile, sources["profile"] = layer["profile"], source("profile")
+    try:
+        profile = _check("profile", profile)
+        layers.insert(0, (PROFILES[profile], lambda name: f"profile {profile}"))
+        values: dict[str, Any] = {}
+        for layer, source in layers:
+            for name, raw in layer.items():
+                if name not in _RULES:
+                    raise SettingsError(f"unknown setting {name!r} (from {source(name)})")
+                if name != "profile":
+                    values[name], sources[name] = raw, source(name)
+        if isinstance(values.get("db"), str):
+            values["db"] = str(Path(values["db"]).expanduser())
+        return Settings(profile=profile, **values)
+    except SettingsError as err:
+        if err.setting not in sources:
+            raise
+        raise SettingsError(f"{err} (from {sources[err.setting]})", err.setting) from None

@@ -3,6 +3,7 @@ import hashlib
 import pytest
 
 from irs.models import WeightsError, download, load_clip, load_sam, pick_device, sam_checkpoint
+from irs.settings import SettingsError
 
 
 def test_auto_device_on_this_machine_is_cpu_without_gpu():
@@ -11,6 +12,50 @@ def test_auto_device_on_this_machine_is_cpu_without_gpu():
     expected = "cuda" if torch.cuda.is_available() else None
     assert pick_device("auto").type in ({expected} if expected else {"cpu", "mps"})
     assert pick_device("cpu").type == "cpu"
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def test_auto_without_a_gpu_is_cpu(no_gpu):
+    assert pick_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("cuda", "torch sees no CUDA GPU (torch.cuda.is_available() is False); use auto or cpu"),
+        ("cuda:0", "torch sees no CUDA GPU (torch.cuda.is_available() is False); use auto or cpu"),
+        ("mps", "torch sees no MPS device (torch.backends.mps.is_available() is False); use auto or cpu"),
+    ],
+)
+def test_a_device_torch_does_not_see_is_one_clear_line(no_gpu, name, message):
+    with pytest.raises(SettingsError) as err:
+        pick_device(name)
+    assert str(err.value) == f"setting 'device': {name!r} asked for, but {message}"
+
+
+def test_a_cuda_index_out_of_range(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(
+        SettingsError, match=r"^setting 'device': 'cuda:2' asked for, but torch sees 2 CUDA GPUs \(cuda:0"
+    ):
+        pick_device("cuda:2")
+
+
+def test_an_unknown_device_name():
+    with pytest.raises(SettingsError, match=r"^setting 'device': 'gpu' is not one of auto, cpu, cuda, cuda:N, mps$"):
+        pick_device("gpu")
 
 
 def test_missing_local_sam_checkpoint_names_the_file(tmp_path):

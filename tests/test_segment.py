@@ -77,7 +77,7 @@ def test_batched_generator_with_tiny_sam(test_settings):
 def test_batched_generator_applies_the_quality_thresholds(test_settings):
     from irs.segment import BatchedSamSegmenter
 
-    strict = test_settings.replace(pred_iou_thresh=1e9)  # nothing can pass
+    strict = test_settings.replace(pred_iou_thresh=1.0)  # nothing can pass
     assert BatchedSamSegmenter(build_tiny_sam(), strict).masks(make_scenes(1, seed=8, side=96)[0].image) == []
 
 
