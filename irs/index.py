@@ -419,8 +419,15 @@ class Index:
     def search(self, query: str, k: int = 10, settings: Settings | None = None) -> list[SearchResult]:
         """The k images that best match a text query, each with the segment matched for every phrase.
 
-        `settings` may change search-only fields (weights, pools) for this one call."""
+        `settings` may change search-only fields (weights, pools) for this one call. A query with nothing
+        to look for raises QueryError (a ValueError, see irs.query.check_searchable); k must be at least 1
+        and is capped at the number of indexed images."""
+        from irs.query import check_searchable  # imported here: this method's checks stay within it
+        from irs.search import check_k
+
+        k = check_k(k)
         parsed = parse_query(query)
+        check_searchable(parsed)
         return rank(self.store, parsed, self.query_vectors(parsed), k, settings or self.settings)
 
     def query_vectors(self, parsed: ParsedQuery) -> QueryVectors:
@@ -429,14 +436,20 @@ class Index:
         texts += [p.text for p in parsed.phrases] + [n.text for n in parsed.negatives]
         vecs = self.embedder.texts(texts)
         n_terms = len(parsed.terms) or 1
-        weights = np.array([t.weight for t in parsed.terms] or [1.0])[:, None]
-        whole = (vecs[:n_terms] * weights).sum(axis=0)  # rclip-style weighted sum of the positive terms
+        weights = np.array([t.weight for t in parsed.terms] or [1.0], np.float64)
+        # only the ratios matter: scaling by the largest keeps 1e-320 weights from underflowing to a zero vector
+        top = float(weights.max())
+        weights = weights / top if np.isfinite(top) and top > 0 else np.ones_like(weights)
+        whole = (vecs[:n_terms] * weights[:, None]).sum(axis=0)  # rclip-style weighted sum of the positive terms
         whole = whole / max(float(np.linalg.norm(whole)), 1e-12)
         n_phrases = len(parsed.phrases)
         return QueryVectors(whole, list(vecs[n_terms : n_terms + n_phrases]), list(vecs[n_terms + n_phrases :]))
 
     def similar(self, sha256: str, segment_index: int | None = None, k: int = 10) -> list[SearchResult]:
-        """Images like a stored image, or like one of its segments."""
+        """Images like a stored image, or like one of its segments (k as in `search`)."""
+        from irs.search import check_k
+
+        k = check_k(k)
         if segment_index is None:
             vector = self.store.image_vectors([sha256]).get(sha256)
         else:

@@ -3,11 +3,22 @@
 The parser is deterministic and never fails: any text gives a ParsedQuery (possibly with no structure).
 The whole query is always embedded too (see irs.search), so whatever the parser does not understand
 still counts. README "Query syntax" has the table of phrases and their meanings.
+
+Whether a parsed query can be searched at all is a separate question, answered by `check_searchable`:
+a query with nothing to embed, or whose terms all count for nothing, raises QueryError there.
+
+Term weights ("2:red car", "-0.5:night"): a weight is a decimal number, optionally with an exponent
+("1e-3:cat"); "nan:" and "inf:" are not numbers here, they stay words of the query. Weights are clamped
+to [0, 100] (a number too large for a float counts as 100), and a term of weight 0 is dropped, as is a
+term with nothing to embed ("+!!!"). Only the ratios of the positive weights matter, so "1e-320:cat"
+alone ranks exactly like "cat"; a negative term's weight is absolute (it scales `weight_negative`).
 """
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 # Absolute positions, longest phrasings first. "(?!\s+of\b)" keeps "on the left of X" a relation.
@@ -81,6 +92,17 @@ _CONJUNCTION_RE = re.compile(r"\s*,\s*(?:and\s+)?|\s+and\s+|\s*;\s*")
 _LEADING_WORDS = {"and", "is", "are", "that", "which", "who", "with", "of", "to", "on", "in", "at"}
 _TRAILING_WORDS = _LEADING_WORDS | {"a", "an", "the"}
 MAX_QUERY_CHARS = 1000  # longer queries are cut (CLIP reads far less than this anyway)
+MAX_PARTS = 32  # phrases, terms and negatives a query uses at most: each costs a vector query per search
+MAX_WEIGHT = 100.0
+_NUMBER = r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"  # a term weight: "2", "0.5", "1e-3" (never "nan" or "inf")
+EMPTY_QUERY = "empty query: type what to look for"
+NOTHING_WANTED = (
+    "nothing to look for: every term is negative or has weight 0 (write what you want too, e.g. 'cat -dog')"
+)
+
+
+class QueryError(ValueError):
+    """A query that cannot be searched; the message is for people."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,29 @@ class ParsedQuery:
         }
 
 
+def has_content(text: str) -> bool:
+    """Whether text has anything to embed: a letter, a digit or a pictograph (emoji), not just
+    spaces and punctuation."""
+    return any(unicodedata.category(ch)[0] in "LN" or unicodedata.category(ch) == "So" for ch in text)
+
+
+def check_searchable(parsed: ParsedQuery) -> None:
+    """Raise QueryError when a parsed query gives nothing to search for."""
+    if not has_content(parsed.text):
+        raise QueryError(EMPTY_QUERY)
+    if parsed.weighted and not parsed.terms:
+        raise QueryError(NOTHING_WANTED)
+
+
+def _weight(text: str | None) -> float:
+    """A term weight from its digits: 1 when absent, clamped to [0, MAX_WEIGHT] (an overflow counts as
+    the maximum)."""
+    if not text:
+        return 1.0
+    value = float(text)  # the pattern admits only digits: never NaN, at worst inf
+    return MAX_WEIGHT if not math.isfinite(value) else min(max(value, 0.0), MAX_WEIGHT)
+
+
 def _normalise(text: str) -> str:
     text = "".join(ch if ch.isprintable() else " " for ch in text[:MAX_QUERY_CHARS])
     return re.sub(r"\s+", " ", text).strip()
@@ -178,18 +223,20 @@ def _take_position(clause: str) -> tuple[str, str | None]:
 
 
 def _split_terms(text: str) -> list[tuple[int, float, str]] | None:
-    """rclip-style terms "cat -dog +2:red": [(sign, weight, text)], or None when none are used."""
-    pieces = re.split(r"\s+(?=[+-][^\s+-]|\d+(?:\.\d+)?:\S)", text)
+    """rclip-style terms "cat -dog +2:red": [(sign, weight, text)], or None when none are used.
+
+    Terms of weight 0 and terms with nothing to embed are left out (they would count for nothing)."""
+    pieces = re.split(rf"\s+(?=[+-][^\s+-]|{_NUMBER}:\S)", text)
     terms = []
     used = False
     for piece in pieces:
-        match = re.match(r"([+-])?(?:(\d+(?:\.\d+)?):)?(.*)", piece, re.S)
+        match = re.match(rf"([+-])?(?:({_NUMBER}):)?(.*)", piece, re.S)
         sign_txt, weight_txt, body = match.group(1), match.group(2), match.group(3).strip()
         used = used or bool(sign_txt) or bool(weight_txt)
-        if body:
-            weight = float(weight_txt) if weight_txt else 1.0
-            terms.append((-1 if sign_txt == "-" else 1, min(weight, 100.0), body))
-    return terms if used and terms else None
+        weight = _weight(weight_txt)
+        if weight > 0 and has_content(body):
+            terms.append((-1 if sign_txt == "-" else 1, weight, body))
+    return terms if used else None
 
 
 def parse_query(text: str) -> ParsedQuery:
@@ -199,8 +246,8 @@ def parse_query(text: str) -> ParsedQuery:
         return ParsedQuery(text="")
     terms = _split_terms(text)
     if terms is None:
-        phrases, relations = _parse_term(text, 1.0)
-        return ParsedQuery(text, tuple(phrases), tuple(relations), terms=(Phrase(text),))
+        phrases, relations = _capped(*_parse_term(text, 1.0))
+        return ParsedQuery(text, phrases, relations, terms=(Phrase(text),))
     phrases, relations, negatives, positives = [], [], [], []
     for sign, weight, body in terms:
         if sign < 0:
@@ -211,7 +258,15 @@ def parse_query(text: str) -> ParsedQuery:
         offset = len(phrases)
         phrases.extend(term_phrases)
         relations.extend(Relation(r.subject + offset, r.predicate, r.object + offset) for r in term_relations)
-    return ParsedQuery(text, tuple(phrases), tuple(relations), tuple(negatives), True, tuple(positives))
+    phrases, relations = _capped(phrases, relations)
+    return ParsedQuery(text, phrases, relations, tuple(negatives[:MAX_PARTS]), True, tuple(positives[:MAX_PARTS]))
+
+
+def _capped(phrases: list[Phrase], relations: list[Relation]) -> tuple[tuple[Phrase, ...], tuple[Relation, ...]]:
+    """The first MAX_PARTS phrases and the relations among them, so that the work of one search has a bound
+    whatever the query (in a plain query the rest still counts through the whole-query vector)."""
+    kept = tuple(phrases[:MAX_PARTS])
+    return kept, tuple(r for r in relations if max(r.subject, r.object) < len(kept))
 
 
 def _parse_term(text: str, weight: float) -> tuple[list[Phrase], list[Relation]]:

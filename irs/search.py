@@ -19,10 +19,18 @@ gets an upper bound from those pools (a position or relation fit never adds); ca
 could reach the top k have all their segments fetched and scored exactly, until the top k are exact.
 When an image outside every pool could still beat the k-th score (its bound is made of the pools'
 lowest similarities), the pools grow and the ranking is redone. The top k are therefore the true top k.
+
+Every search ends: k is capped at the number of images, pools never grow past the collection (once they
+cover it nothing is unseen), each refinement round scores at least one more candidate, a bound that is not
+finite counts as "cannot be decided" (the candidate is scored exactly; an unseen bound stops the growth),
+and MAX_ROUNDS caps the growth besides. Weights are relative within a query (a unit weight of 0 counts
+for nothing; if none is positive all count the same), so no 0/0 can make a score NaN.
 """
 
 from __future__ import annotations
 
+import math
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +44,44 @@ from irs.store import Store
 WHOLE_IMAGE = Segment(
     bbox=(0.0, 0.0, 1.0, 1.0), centroid=(0.5, 0.5), area=1.0, mask_rle=b"", mask_shape=(0, 0), index=-1
 )
+WEIGHT_SETTINGS = ("weight_image", "weight_segment", "weight_position", "weight_relation", "weight_negative")
+MAX_ROUNDS = 64  # pools grow 4x a round up to the collection's size, so ~log4(size) rounds; this is a guard
+
+
+def check_k(k: int) -> int:
+    """k as a whole number of at least 1; ValueError with a message otherwise."""
+    try:
+        value = operator.index(k)
+    except TypeError:
+        value = int(k) if isinstance(k, float) and k.is_integer() else None  # 1e9 from a config is fine
+    if value is None:
+        raise ValueError(f"k must be a whole number, got {k!r}")
+    if value < 1:
+        raise ValueError(f"k must be at least 1, got {value}")
+    return value
+
+
+def _check_weights(settings: Settings) -> None:
+    for name in WEIGHT_SETTINGS:
+        value = getattr(settings, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"setting {name!r} must be a finite number >= 0, got {value!r}")
+
+
+def weighted_mean(weights: list[float], values: list[float]) -> float:
+    """The mean of values under weights. Weights are relative: scaled by the largest (tiny ones do not
+    underflow), and when none is positive and finite all count the same (instead of 0/0 = NaN)."""
+    w = np.asarray(weights, np.float64)
+    top = float(w.max()) if w.size else 0.0
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0) and top > 0):
+        w, top = np.ones_like(w), 1.0
+    w = w / top
+    return float(np.dot(w, values) / w.sum())
+
+
+def _descending(value: float, sha: str) -> tuple[float, str]:
+    """Sort key: best first, NaN last, ties by sha256 so equal scores come in a stable order."""
+    return (-value if value == value else math.inf, sha)
 
 
 @dataclass
@@ -62,6 +108,30 @@ class Candidate:
     image_sim: float
     hits: list[list[tuple[Segment, float]]]  # per phrase: this image's segments in that phrase's pool
     scored: Scored | None = None
+
+
+@dataclass(frozen=True)
+class Pools:
+    """How many nearest images and segments to draw, out of how many there are."""
+
+    images: int
+    segments: int
+    total_images: int
+    total_segments: int
+
+    @property
+    def complete(self) -> bool:
+        """The pools hold the whole collection: no image is unseen."""
+        return self.images >= self.total_images and self.segments >= self.total_segments
+
+    def grown(self) -> Pools:
+        """Four times larger, never past the collection."""
+        return Pools(
+            min(4 * self.images, self.total_images),
+            min(4 * self.segments, self.total_segments),
+            self.total_images,
+            self.total_segments,
+        )
 
 
 def _units(parsed: ParsedQuery) -> list[tuple[str, int]]:
@@ -125,8 +195,7 @@ def score_image(
         chosen[rel.subject], chosen[rel.object] = (best[1], best[3]), (best[2], best[3])
         unit_scores.append(float(best[0]))
 
-    weights = [_unit_weight(parsed, u) for u in _units(parsed)]
-    objects = float(np.dot(weights, unit_scores) / sum(weights))
+    objects = weighted_mean([_unit_weight(parsed, u) for u in _units(parsed)], unit_scores)
     fused = settings.weight_image * image_sim + settings.weight_segment * objects - settings.weight_negative * negative
 
     matches = []
@@ -158,28 +227,41 @@ def _upper_bound(parsed: ParsedQuery, unit_bounds: dict[int, float], image_sim: 
             rel = parsed.relations[i]
             values.append((unit_bounds[rel.subject] + unit_bounds[rel.object]) / 2)
         weights.append(_unit_weight(parsed, unit))
-    objects = float(np.dot(weights, values) / sum(weights)) if values else image_sim
+    objects = weighted_mean(weights, values) if values else image_sim
     negative_room = settings.weight_negative * sum(n.weight for n in parsed.negatives)  # sim >= -1
     return settings.weight_image * image_sim + settings.weight_segment * objects + negative_room
 
 
 def rank(store: Store, parsed: ParsedQuery, vectors: QueryVectors, k: int, settings: Settings) -> list[SearchResult]:
-    """The k best images for a parsed query (see the module doc)."""
+    """The k best images for a parsed query (see the module doc); fewer when fewer are indexed."""
+    _check_weights(settings)
+    total_images, total_segments = store.images.count(), store.segments.count()
+    k = min(k, total_images)  # a huge k allocates nothing and never asks Chroma for more than there is
     if k <= 0:
         return []
-    for name in ("weight_image", "weight_segment", "weight_position", "weight_relation", "weight_negative"):
-        if getattr(settings, name) < 0:
-            raise ValueError(f"setting {name!r} must not be negative")
     if not parsed.phrases:  # nothing to look for in segments: the whole query against whole images
         parsed = ParsedQuery(parsed.text, (Phrase(parsed.text),), (), parsed.negatives, parsed.weighted, parsed.terms)
         vectors = QueryVectors(vectors.whole, [vectors.whole], vectors.negatives)
-    n_images, n_segments = max(settings.image_pool, k), max(settings.segment_pool, k)
-    while True:
-        top, unseen_bound = _rank_pools(store, parsed, vectors, k, settings, n_images, n_segments)
-        if unseen_bound is None or (len(top) == k and top[-1].scored.fused >= unseen_bound):
+    pools = Pools(
+        min(max(settings.image_pool, k), total_images),
+        min(max(settings.segment_pool, k), total_segments),
+        total_images,
+        total_segments,
+    )
+    for _ in range(MAX_ROUNDS):
+        top, unseen_bound = _rank_pools(store, parsed, vectors, k, settings, pools)
+        if _decided(top, unseen_bound, k) or pools.complete:
             break
-        n_images, n_segments = n_images * 4, n_segments * 4
+        pools = pools.grown()
     return _results(store, parsed, top)
+
+
+def _decided(top: list[Candidate], unseen_bound: float | None, k: int) -> bool:
+    """Whether no image outside the pools can reach the top k. An unseen bound that is not finite
+    decides nothing, and larger pools would not change that: stop with the exact scores fetched."""
+    if unseen_bound is None or not math.isfinite(unseen_bound):
+        return True
+    return len(top) == k and top[-1].scored.fused >= unseen_bound
 
 
 def _rank_pools(
@@ -188,23 +270,25 @@ def _rank_pools(
     vectors: QueryVectors,
     k: int,
     settings: Settings,
-    n_images: int,
-    n_segments: int,
+    pools: Pools,
 ) -> tuple[list[Candidate], float | None]:
-    image_sims = store.query_images(vectors.whole, n_images)
-    image_floor = min(image_sims.values()) if len(image_sims) == n_images else None
+    """The top k candidates of these pools, scored exactly, and a bound on any image outside them (None
+    when every image is in them)."""
+    image_sims = store.query_images(vectors.whole, pools.images)
+    # an image outside the pool is no more similar than the pool's last one (an empty pool tells nothing)
+    image_floor = min(image_sims.values(), default=1.0) if len(image_sims) < pools.total_images else None
     use_segments = settings.weight_segment > 0
     w_pos = settings.weight_position
     phrase_hits: list[dict[str, list[tuple[Segment, float]]]] = []
     floors: list[float | None] = []
     for vec in vectors.phrases:
-        hits = store.query_segments(vec, n_segments) if use_segments else []
+        hits = store.query_segments(vec, pools.segments) if use_segments else []
         by_image: dict[str, list[tuple[Segment, float]]] = {}
         for hit in hits:
             by_image.setdefault(hit.sha256, []).append((hit.segment, hit.similarity))
         phrase_hits.append(by_image)
         # an image's segment outside the pool is no more similar than the pool's last one
-        floors.append(hits[-1].similarity if use_segments and len(hits) == n_segments else None)
+        floors.append(hits[-1].similarity if hits and len(hits) < pools.total_segments else None)
 
     shas = list(dict.fromkeys([*image_sims, *(sha for hits in phrase_hits for sha in hits)]))
     for sha, vec in store.image_vectors([s for s in shas if s not in image_sims]).items():
@@ -234,7 +318,8 @@ def _rank_pools(
             unit[i] = max(options) if options else 1.0  # unknown: this image's segments were never seen
         if not use_segments:
             unit = dict.fromkeys(unit, cand.image_sim)
-        bounds[cand.sha256] = _upper_bound(parsed, unit, cand.image_sim, settings)
+        value = _upper_bound(parsed, unit, cand.image_sim, settings)
+        bounds[cand.sha256] = value if math.isfinite(value) else math.inf  # undecidable: score it exactly
         if vectors.negatives:
             continue
         if not use_segments:
@@ -252,15 +337,17 @@ def _rank_pools(
     def bound(c: Candidate) -> float:
         return c.scored.fused if c.scored is not None else bounds[c.sha256]
 
+    # each round scores at least one more candidate, so this ends within len(candidates) rounds
     while True:
-        ordered = sorted(candidates.values(), key=bound, reverse=True)
-        if all(c.scored is not None for c in ordered[:k]):
+        ordered = sorted(candidates.values(), key=lambda c: _descending(bound(c), c.sha256))
+        waiting = [c for c in ordered[:k] if c.scored is None]
+        if not waiting:
             break
         exact = sorted((c.scored.fused for c in candidates.values() if c.scored is not None), reverse=True)
         kth = exact[k - 1] if len(exact) >= k else -np.inf
         # everything that could still reach the top k, in one fetch
-        todo = [c.sha256 for c in ordered if c.scored is None and bounds[c.sha256] >= kth][: max(4 * k, 32)]
-        _score_fetched(store, parsed, vectors, settings, [candidates[sha] for sha in todo])
+        todo = [c for c in ordered if c.scored is None and bounds[c.sha256] >= kth][: max(4 * k, 32)]
+        _score_fetched(store, parsed, vectors, settings, todo or waiting)
 
     unseen = None
     if image_floor is not None:

@@ -1,10 +1,24 @@
 """The query parser: known phrasings, and property tests that it never fails."""
 
+import math
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from irs.query import ParsedQuery, Phrase, Relation, parse_query
+from irs.query import (
+    EMPTY_QUERY,
+    MAX_PARTS,
+    MAX_WEIGHT,
+    NOTHING_WANTED,
+    ParsedQuery,
+    Phrase,
+    QueryError,
+    Relation,
+    check_searchable,
+    parse_query,
+)
 from irs.spatial import POSITIONS, RELATIONS
 
 
@@ -87,6 +101,66 @@ def test_weighted_terms_in_the_style_of_rclip():
     assert parse_query("a t-shirt on the top-left").phrases == (Phrase("a t-shirt", "top left"),)
 
 
+@pytest.mark.parametrize(
+    "query,positives,negatives",
+    [
+        ("1e308:cat", [("cat", MAX_WEIGHT)], []),  # clamped to the largest weight
+        ("1e400:cat", [("cat", MAX_WEIGHT)], []),  # too large for a float: the largest weight
+        ("1" * 400 + ":cat", [("cat", MAX_WEIGHT)], []),
+        ("1e-320:cat", [("cat", 1e-320)], []),  # tiny but positive: only ratios matter
+        ("2.5e-1:cat -1e1:dog", [("cat", 0.25)], [("dog", 10.0)]),
+        ("0:cat dog", [], []),  # a weight of 0 drops the term
+        ("0.0:cat +dog", [("dog", 1.0)], []),
+        ("cat -0:dog", [("cat", 1.0)], []),
+        ("-0:cat", [], []),
+        ("cat +!!! -???", [("cat", 1.0)], []),  # nothing to embed: dropped
+        ("nan:cat", [("nan:cat", 1.0)], []),  # not numbers: the words stay in the query
+        ("inf:cat +dog", [("inf:cat", 1.0), ("dog", 1.0)], []),
+    ],
+)
+def test_weight_rules(query, positives, negatives):
+    parsed = parse_query(query)
+    assert [(t.text, t.weight) for t in parsed.terms] == positives
+    assert [(n.text, n.weight) for n in parsed.negatives] == negatives
+    for p in parsed.phrases + parsed.negatives + parsed.terms:
+        assert math.isfinite(p.weight) and 0 < p.weight <= MAX_WEIGHT
+
+
+@pytest.mark.parametrize(
+    "query,message",
+    [
+        ("", EMPTY_QUERY),
+        ("   \n\t ", EMPTY_QUERY),
+        ("!!! ?? ...", EMPTY_QUERY),
+        ("-", EMPTY_QUERY),
+        ("0:cat", NOTHING_WANTED),
+        ("0:cat -dog", NOTHING_WANTED),
+        ("-dog", NOTHING_WANTED),
+        ("-0:cat", NOTHING_WANTED),
+    ],
+)
+def test_queries_with_nothing_to_look_for_are_refused(query, message):
+    parsed = parse_query(query)  # the parser itself never fails
+    with pytest.raises(QueryError, match=re.escape(message)) as err:
+        check_searchable(parsed)
+    assert isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("query", ["cat", "😀", "٣", "nan:cat", "1e-320:cat", "cat -dog", "+!!! cat", "0:dog +cat"])
+def test_searchable_queries_pass(query):
+    check_searchable(parse_query(query))
+
+
+def test_the_number_of_parts_is_bounded():
+    parsed = parse_query("x, " * 400)
+    assert len(parsed.phrases) == MAX_PARTS
+    parsed = parse_query("a cat left of a dog and " * 40)
+    assert len(parsed.phrases) == MAX_PARTS and len(parsed.relations) == MAX_PARTS // 2
+    assert all(max(r.subject, r.object) < MAX_PARTS for r in parsed.relations)
+    parsed = parse_query("+cat -dog " * 100)
+    assert len(parsed.terms) == len(parsed.negatives) == MAX_PARTS
+
+
 def test_plain_queries_are_marked_plain():
     assert parse_query("a red car").plain
     assert not parse_query("a red car on the left").plain
@@ -108,8 +182,8 @@ def test_a_position_alone_keeps_its_words():
 
 def check(parsed: ParsedQuery) -> None:
     assert isinstance(parsed.text, str)
-    for p in parsed.phrases + parsed.negatives:
-        assert p.text.strip() and p.weight >= 0
+    for p in parsed.phrases + parsed.negatives + parsed.terms:
+        assert p.text.strip() and math.isfinite(p.weight) and 0 < p.weight <= MAX_WEIGHT
         assert p.position is None or p.position in POSITIONS
     for r in parsed.relations:
         assert 0 <= r.subject < len(parsed.phrases) and 0 <= r.object < len(parsed.phrases)

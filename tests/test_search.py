@@ -31,7 +31,7 @@ def brute_force(index, parsed, vectors, settings) -> list[tuple[str, float]]:
         negative = sum(n.weight * float(v @ vec) for n, v in zip(parsed.negatives, vectors.negatives))
         s = score_image(parsed, [p for p, _ in pairs], sims, float(vec @ vectors.whole), negative, settings)
         scored.append((sha, s.fused))
-    return sorted(scored, key=lambda t: t[1], reverse=True)
+    return sorted(scored, key=lambda t: (-t[1], t[0]))  # ties by sha256, as rank breaks them
 
 
 QUERIES = [
@@ -88,9 +88,13 @@ def test_best_segment_is_the_most_similar_one(index, scenes_folder):
         assert r.segment.mask().shape == r.segment.mask_shape
 
 
-def test_empty_index_and_zero_k(index):
+def test_empty_index_and_bad_k(index):
     assert index.search("anything", k=5) == []
-    assert index.search("anything", k=0) == []
+    for k, message in [(0, "k must be at least 1, got 0"), (-3, "k must be at least 1, got -3")]:
+        with pytest.raises(ValueError, match=message):
+            index.search("anything", k=k)
+    with pytest.raises(ValueError, match="k must be a whole number"):
+        index.search("anything", k=2.5)
 
 
 def test_search_does_not_load_sam(index, scenes_folder):
