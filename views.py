@@ -14,11 +14,12 @@ from PIL import Image
 from irs import Index, load_settings
 from irs.jobs import IndexJob
 from irs.judgments import Judgments
+from irs.locks import DatabaseBusy
 from irs.models import WeightsError
 from irs.overlay import PALETTE, draw_segments, thumbnail
 from irs.records import SearchResult, Segment
-from irs.settings import SettingsError
-from irs.store import ManifestMismatch
+from irs.settings import Settings, SettingsError
+from irs.store import ManifestMismatch, StoreError
 
 THUMB = 384  # grid thumbnails
 LARGE = 1024  # the expanded view: never the full-size original
@@ -51,9 +52,21 @@ def database() -> str:
 def index() -> Index:
     """The open index, or a clear message and a stopped page."""
     try:
-        return _open(database())
-    except (SettingsError, ManifestMismatch, WeightsError) as err:
+        idx = _open(database())
+    except (SettingsError, ManifestMismatch, WeightsError, StoreError) as err:
         st.error(f"The index at {database()} cannot be opened: {err}")
+        st.stop()
+    if idx.problem:  # vectors lost: never let that look like "nothing found"
+        st.warning(idx.problem)
+    return idx
+
+
+def search(idx: Index, query: str, k: int, settings: Settings | None = None) -> list[SearchResult]:
+    """Index.search, or the reason it cannot run (an empty query, bad weights, no GPU) and a stopped page."""
+    try:
+        return idx.search(query, k, settings=settings)
+    except (ValueError, WeightsError, StoreError, DatabaseBusy) as err:
+        st.error(str(err))
         st.stop()
 
 

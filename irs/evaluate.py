@@ -75,7 +75,10 @@ def score_queries(
     """Run every query and average the metrics per family (and over all, as "all")."""
     rows: dict[str, list[dict[str, float | None]]] = {}
     for n, q in enumerate(queries, 1):
-        results = search(q.text, depth)
+        try:
+            results = search(q.text, depth)
+        except ValueError:  # a caption with nothing to search for (empty, punctuation) counts as a miss
+            results = []
         ranked = [Path(r.path).name for r in results]
         loc = None
         if results and ranked[0] in q.relevant and q.regions.get(ranked[0]) and results[0].matches:

@@ -371,6 +371,9 @@ def _score_fetched(
     phrase_matrix = np.stack(vectors.phrases).T
     for cand in todo:
         sha = cand.sha256
+        if sha not in image_vecs and (vectors.negatives or not fetched[sha]):
+            cand.scored = UNREADABLE  # its vectors are not readable yet (another process is writing them)
+            continue
         negative = 0.0
         if vectors.negatives:
             negative = sum(n.weight * float(v @ image_vecs[sha]) for n, v in zip(parsed.negatives, vectors.negatives))
@@ -380,6 +383,10 @@ def _score_fetched(
         pairs = fetched[sha] or [(WHOLE_IMAGE, image_vecs[sha])]
         sims = np.stack([v for _, v in pairs]) @ phrase_matrix
         cand.scored = score_image(parsed, [s for s, _ in pairs], sims, cand.image_sim, negative, settings)
+
+
+# The score of a candidate whose vectors cannot be read: ranked last, never returned.
+UNREADABLE = Scored(-np.inf, {}, [])
 
 
 def _whole_image_only(image_sim: float, negative: float, settings: Settings) -> Scored:
@@ -392,7 +399,7 @@ def _results(store: Store, parsed: ParsedQuery, top: list[Candidate]) -> list[Se
     paths = store.paths_of([c.sha256 for c in top])
     results = []
     for cand in top:
-        if not paths.get(cand.sha256):
+        if not paths.get(cand.sha256) or cand.scored is UNREADABLE:
             continue
         matches = [Match(m.phrase, _stored(store, cand.sha256, m.segment), m.parts) for m in cand.scored.matches]
         results.append(

@@ -45,7 +45,7 @@ if st.query_params.get("q") != query:
 key = (query, k, tuple(sorted(weights.items())))
 if st.session_state.get("search_key") != key:  # search once per change, not on every rerun
     st.session_state["search_key"] = key
-    st.session_state["results"] = idx.search(query, k, settings=s.replace(**weights))
+    st.session_state["results"] = views.search(idx, query, k, s.replace(**weights))
 results = st.session_state["results"]
 
 if not results:

@@ -26,7 +26,7 @@ if query.strip():
     key = (query, k)
     if st.session_state.get("judge_key") != key:
         st.session_state["judge_key"] = key
-        st.session_state["judge_results"] = idx.search(query, k)
+        st.session_state["judge_results"] = views.search(idx, query, k)
     results = st.session_state["judge_results"]
     previous = store.for_query(query)
     columns = st.columns(4)

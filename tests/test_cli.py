@@ -1,10 +1,14 @@
 """End to end through `python -m irs`, as a user types it."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO, cli_env
+
+from irs.synthetic import write_folder
 
 
 def irs(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -21,7 +25,7 @@ def test_index_search_json_errors(tmp_path, scenes_folder):
     out = irs("--db", db, "index", str(scenes_folder))
     assert out.returncode == 0, out.stderr
     assert "8 files: 8 embedded" in out.stdout and "8 segmented" in out.stdout
-    assert "segment: 100%" in out.stderr and "img/s" in out.stderr  # tqdm bars with rate and ETA
+    assert "segment: 8/8 images" in out.stderr and "/s, ETA" in out.stderr  # progress with rate and ETA
 
     out = irs("--db", db, "search", "a red car", "-k", "3", "--json")
     assert out.returncode == 0, out.stderr
@@ -85,3 +89,100 @@ def test_eval_on_a_jsonl_file(tmp_path, scenes_folder):
     assert set(metrics) == {"whole_image", "segments_positions"}
     assert set(metrics["segments_positions"]) == {"colour", "all"}
     assert metrics["segments_positions"]["all"]["n"] == 2.0
+
+
+def readme_block(heading: str, language: str) -> str:
+    """The first fenced `language` block under `heading` in the README."""
+    text = (REPO / "README.md").read_text()
+    section = text.split(f"\n{heading}\n", 1)[1]
+    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_every_command_of_the_readmes_using_it_runs_as_written(tmp_path):
+    """The README cannot drift from the CLI: each line of "Using it" runs in a shell, unchanged."""
+    home = tmp_path / "home"
+    write_folder(home / "Pictures", 5, seed=4, side=96)
+    (home / "Pictures" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    write_folder(home / "flickr30k-images", 3, seed=5, side=96)
+    karpathy = {
+        "images": [
+            {"filename": f"scene_0000{i}.png", "split": "test", "sentences": [{"raw": "a red circle"}]}
+            for i in range(3)
+        ]
+    }
+    (home / "dataset_flickr30k.json").write_text(json.dumps(karpathy))
+    env = cli_env(HOME=str(home), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+
+    lines = [line for line in readme_block("## Using it", "sh").splitlines() if line.strip()]
+    assert len(lines) >= 7 and all(line.startswith("python -m irs ") for line in lines)
+    outputs = {}
+    for line in lines:
+        out = subprocess.run(["bash", "-c", line], cwd=home, env=env, capture_output=True, text=True, timeout=240)
+        assert out.returncode == 0, f"{line}\n{out.stderr}"
+        assert "Traceback" not in out.stderr, line
+        outputs[line.split("#")[0].strip()] = out
+    by_command = {cmd.split()[3]: out for cmd, out in outputs.items()}
+    assert "6 files: 5 embedded" in by_command["index"].stdout
+    assert "broken.jpg" in by_command["errors"].stdout
+    assert json.loads(by_command["stats"].stdout)["images"] >= 5
+    json_search = next(out for cmd, out in outputs.items() if "--json" in cmd)
+    assert len(json.loads(json_search.stdout)) >= 1
+    assert "3 queries, mode whole_image" in by_command["eval"].stdout
+    assert len(list((home / "scenes").glob("*.png"))) == 24
+
+    # and the Python example below it
+    python = readme_block("## Using it", "python")
+    out = subprocess.run([sys.executable, "-c", python], cwd=home, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert "scene_0000" in out.stdout
+
+
+def test_global_options_go_before_or_after_the_command(tmp_path, scenes_folder):
+    db = str(tmp_path / "db")
+    assert irs("index", str(scenes_folder), "--db", db, "--no-segments", "--profile", "test").returncode == 0
+    before = irs("--db", db, "search", "a red circle", "-k", "2")
+    after = irs("search", "a red circle", "-k", "2", "--db", db)
+    assert before.returncode == after.returncode == 0 and before.stdout == after.stdout and before.stdout
+
+
+def test_readers_never_create_a_database_and_say_so(tmp_path):
+    missing = tmp_path / "nothing"
+    for command in (["search", "a cat"], ["stats"], ["errors"], ["check"]):
+        out = irs(*command, "--db", str(missing))
+        assert out.returncode == 2 and f"no irs database at {missing}" in out.stderr, command
+    assert not missing.exists()
+
+
+def test_an_empty_query_is_refused(tmp_path, scenes_folder):
+    db = str(tmp_path / "db")
+    irs("index", str(scenes_folder), "--db", db, "--no-segments")
+    for query in ("", "   ", "?!"):
+        out = irs("search", query, "--db", db)
+        assert out.returncode == 2 and "empty query" in out.stderr and not out.stdout
+
+
+def test_progress_in_a_log_is_plain_lines(tmp_path, scenes_folder):
+    out = irs("index", str(scenes_folder), "--db", str(tmp_path / "db"))
+    assert out.returncode == 0
+    assert "\r" not in out.stderr and "\x1b" not in out.stderr  # no bar redraws in a log file
+    assert "embed: 8/8 images" in out.stderr and "segment: 8/8 images" in out.stderr
+
+
+def test_errors_says_when_there_are_none(tmp_path, scenes_folder):
+    db = str(tmp_path / "db")
+    irs("index", str(scenes_folder), "--db", db, "--no-segments")
+    out = irs("errors", "--db", db)
+    assert out.returncode == 0 and out.stdout == "" and "no files failed" in out.stderr
+
+
+def test_bad_settings_name_the_setting_and_never_show_a_traceback(tmp_path, scenes_folder):
+    db = str(tmp_path / "db")
+    cases = {
+        "IRS_SEGMENT_BACKGROUND": ("pink", "setting 'segment_background': 'pink' is not one of grey, blur, keep"),
+        "IRS_WEIGHT_IMAGE": ("-3", "setting 'weight_image': -3.0 is not allowed"),
+        "IRS_DEVICE": ("gpu", "setting 'device': 'gpu' is not one of"),
+    }
+    for name, (value, message) in cases.items():
+        out = irs("index", str(scenes_folder), "--db", db, **{name: value})
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, (name, out.stderr)
+        assert f"IRS_{name[4:]}" in out.stderr
