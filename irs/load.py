@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -22,16 +23,22 @@ class LoadError(Exception):
     """A file could not be loaded; str(err) is the reason."""
 
 
-def discover(root: str | Path, extensions: tuple[str, ...]) -> tuple[list[FileEntry], list[BadFile]]:
-    """Every image file under `root` (recursively, sorted), and the folders that could not be read.
+def discover(
+    root: str | Path, extensions: tuple[str, ...], allowed_roots: tuple[str, ...] = ()
+) -> tuple[list[FileEntry], list[BadFile]]:
+    """Every image file under `root` (recursively, sorted), and the files and folders that cannot be used.
 
     Hidden files and folders (name starts with '.') are skipped. Symbolic links are followed, and
-    a folder already visited (by device and inode) is not entered again, so link loops end.
+    a folder already visited (by device and inode) is not entered again, so link loops end. Only
+    regular files are entries: a FIFO, device or socket with an image name is reported, never
+    opened. With `allowed_roots`, a file or folder whose real path (links resolved) is outside
+    every allowed root is reported and not entered. Entry paths are as found, not resolved.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
     wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+    fence = _Fence(allowed_roots)
     entries: list[FileEntry] = []
     problems: list[BadFile] = []
     seen_dirs: set[tuple[int, int]] = set()
@@ -39,29 +46,81 @@ def discover(root: str | Path, extensions: tuple[str, ...]) -> tuple[list[FileEn
     def on_error(err: OSError) -> None:
         problems.append(BadFile(str(err.filename), f"cannot read folder: {err.strerror}"))
 
+    outside = fence.outside(str(root))
+    if outside:
+        return entries, [BadFile(str(root), outside)]
     for folder, dirs, files in os.walk(root, followlinks=True, onerror=on_error):
         try:
-            stat = os.stat(folder)
+            info = os.stat(folder)
         except OSError:
             dirs[:] = []
             continue
-        key = (stat.st_dev, stat.st_ino)
+        key = (info.st_dev, info.st_ino)
         if key in seen_dirs:
             dirs[:] = []
             continue
         seen_dirs.add(key)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        real_folder = fence.resolve(folder)
+        dirs[:] = [
+            d for d in sorted(dirs) if not d.startswith(".") and not _fenced(fence, folder, real_folder, d, problems)
+        ]
         for name in sorted(files):
             if name.startswith(".") or Path(name).suffix.lower() not in wanted:
                 continue
-            path = os.path.join(folder, name)
-            try:
-                st = os.stat(path)
-            except OSError as err:
-                problems.append(BadFile(path, f"cannot read file: {err.strerror}"))
+            if _fenced(fence, folder, real_folder, name, problems):
                 continue
-            entries.append(FileEntry(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns))
+            entry = _file_entry(os.path.join(folder, name))
+            if isinstance(entry, BadFile):
+                problems.append(entry)
+            else:
+                entries.append(entry)
     return entries, problems
+
+
+def _file_entry(path: str) -> FileEntry | BadFile:
+    """The entry for a found file, or why it cannot be one (gone, or not a regular file)."""
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        return BadFile(path, f"cannot read file: {err.strerror}")
+    if not stat.S_ISREG(info.st_mode):
+        return BadFile(path, f"not a regular file ({file_kind(info.st_mode)})")
+    return FileEntry(path=path, size=info.st_size, mtime_ns=info.st_mtime_ns)
+
+
+def _fenced(fence: _Fence, folder: str, real_folder: str | None, name: str, problems: list[BadFile]) -> bool:
+    """True (and the reason recorded) if folder/name leads outside the allowed roots."""
+    path = os.path.join(folder, name)
+    outside = fence.outside(path, real_folder)
+    if outside:
+        problems.append(BadFile(path, outside))
+    return bool(outside)
+
+
+class _Fence:
+    """The allowed roots of a walk, resolved once; no roots means everything is allowed."""
+
+    def __init__(self, allowed_roots: tuple[str, ...]) -> None:
+        self.roots = [os.path.realpath(Path(r).expanduser()) for r in allowed_roots]
+
+    def outside(self, path: str, real_folder: str | None = None) -> str | None:
+        """Why `path` is outside the allowed roots (None when inside, or when no roots are set).
+
+        `real_folder` is the resolved folder holding `path`: then only a link needs resolving.
+        """
+        if not self.roots:
+            return None
+        if real_folder is None or os.path.islink(path):
+            real = os.path.realpath(path)
+        else:
+            real = os.path.join(real_folder, os.path.basename(path))
+        if any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self.roots):
+            return None
+        return f"outside the allowed folders: link to {real}"
+
+    def resolve(self, folder: str) -> str | None:
+        """The real path of a folder being walked (None, to save the work, when no roots are set)."""
+        return os.path.realpath(folder) if self.roots else None
 
 
 def check_folder(folder: str, allowed_roots: tuple[str, ...] = ()) -> str | None:
@@ -81,13 +140,69 @@ def check_folder(folder: str, allowed_roots: tuple[str, ...] = ()) -> str | None
     return None
 
 
-def load_image(path: str, max_pixels: int, max_side: int) -> LoadedImage:
-    """Read and decode `path` (see decode_image)."""
+def read_file(path: str, max_bytes: int | None = None) -> bytes:
+    """The bytes of `path`, only if it is a regular file; never blocks on a FIFO, device or socket.
+
+    The path is checked with stat before it is opened (so a device is never opened at all), and
+    the open descriptor is checked again with fstat (the path may have been swapped in between).
+    """
     try:
-        data = Path(path).read_bytes()
+        refuse_special(os.stat(path).st_mode)
+        fd = os.open(path, _OPEN_FLAGS)  # O_NONBLOCK: opening a FIFO with no writer returns at once
     except OSError as err:
         raise LoadError(f"cannot read file: {err.strerror or err}") from None
-    return decode_image(data, max_pixels, max_side, path)
+    try:
+        info = os.fstat(fd)
+        refuse_special(info.st_mode)
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise LoadError(f"file too large: {info.st_size:,} bytes > {max_bytes:,}")
+        os.set_blocking(fd, True)  # a regular file: plain blocking reads from here on
+        return _read_all(fd, max_bytes)
+    except OSError as err:
+        raise LoadError(f"cannot read file: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _read_all(fd: int, max_bytes: int | None) -> bytes:
+    """Read `fd` to its end; a file that grew past `max_bytes` since fstat is refused too."""
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+        total += len(chunk)
+        if max_bytes is not None and total > max_bytes:
+            raise LoadError(f"file too large: more than {max_bytes:,} bytes")
+    return b"".join(chunks)
+
+
+def refuse_special(mode: int) -> None:
+    """Raise LoadError unless `mode` (an st_mode) is a regular file."""
+    if not stat.S_ISREG(mode):
+        raise LoadError(f"not a regular file ({file_kind(mode)})")
+
+
+def file_kind(mode: int) -> str:
+    """A person's name for the kind of file an st_mode describes."""
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISREG, "regular file"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def load_image(path: str, max_pixels: int, max_side: int) -> LoadedImage:
+    """Read and decode `path` (see read_file and decode_image)."""
+    return decode_image(read_file(path), max_pixels, max_side, path)
 
 
 # The formats irs decodes (JPEG covers MPO). Image.open would otherwise try every PIL plugin, some
