@@ -364,8 +364,9 @@ def reason(err: BaseException, stage: str, max_pixels: int) -> str:
 
 def _describe(err: BaseException) -> str:
     """The exception's message, with its type when that is not one PIL uses for bad data."""
-    if isinstance(err, SyntaxError) and err.__cause__ is not None:
-        err = err.__cause__  # PIL wraps a decoder's IndexError, KeyError, struct.error... in SyntaxError
+    cause = err.__cause__
+    if isinstance(err, SyntaxError) and cause is not None and str(cause) == str(err):
+        err = cause  # ImageFile re-raises a plugin's IndexError, KeyError, struct.error... as SyntaxError(err)
     text = " ".join(str(err).split())[:200] or "no detail"
     text = _PLAIN_WORDS.get(text, text)
     if isinstance(err, OSError | SyntaxError | ValueError | EOFError):
