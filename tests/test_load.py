@@ -1,6 +1,8 @@
 """Discover and load: every awkward file a real photo folder holds, built inside the test."""
 
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +19,8 @@ from badinput import (
 )
 from PIL import Image
 
-from irs.load import LoadError, decode_image, discover, load_image
+from irs.load import LoadError, decode_image, discover, load_image, read_file
+from irs.records import BadFile
 
 CAP = 50_000_000
 
@@ -142,3 +145,151 @@ def test_bad_input_folder_flags_each_bad_file_with_its_reason_and_indexes_the_re
         assert reasons[name].startswith(EXPECTED[name]), (name, reasons[name])
     assert report.added == len(EXPECTED) - len(flagged)
     assert index.stats()["files"] == len(EXPECTED) - len(flagged)
+
+
+# --- only regular files are read, and never by blocking -------------------------------------------
+
+
+def _within_a_second(call):
+    """Run `call` in a thread; its outcome, failing the test if it is still blocked after a second."""
+    import threading
+
+    result: dict = {}
+
+    def run():
+        try:
+            result["value"] = call()
+        except Exception as err:  # what the test asserts on
+            result["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(1.0)
+    assert not thread.is_alive(), "blocked for more than a second"
+    return result
+
+
+@pytest.mark.timeout(10)
+def test_read_file_refuses_a_fifo_without_blocking(tmp_path):
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    try:
+        result = _within_a_second(lambda: read_file(str(fifo)))
+    finally:
+        _unblock(fifo)
+    assert isinstance(result.get("error"), LoadError)
+    assert str(result["error"]) == "not a regular file (FIFO)"
+
+
+def _unblock(fifo):
+    """Open the FIFO for writing (without blocking), so a reader stuck on it would return."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass  # no reader waiting: nothing to release
+
+
+@pytest.mark.timeout(10)
+def test_load_image_refuses_a_fifo_without_blocking(tmp_path):
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    try:
+        result = _within_a_second(lambda: load_image(str(fifo), CAP, 1024))
+    finally:
+        _unblock(fifo)
+    assert str(result["error"]) == "not a regular file (FIFO)"
+
+
+def test_read_file_refuses_devices_sockets_and_folders(tmp_path):
+    import socket
+
+    with pytest.raises(LoadError, match=r"^not a regular file \(character device\)$"):
+        read_file("/dev/null")
+    with pytest.raises(LoadError, match=r"^not a regular file \(folder\)$"):
+        read_file(str(tmp_path))
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(tmp_path / "s.jpg"))
+        with pytest.raises(LoadError, match=r"^not a regular file \(socket\)$"):
+            read_file(str(tmp_path / "s.jpg"))
+    finally:
+        sock.close()
+
+
+def test_read_file_reads_a_regular_file_and_reports_errors(tmp_path):
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"0123456789")
+    assert read_file(str(path)) == b"0123456789"
+    assert read_file(str(path), max_bytes=10) == b"0123456789"
+    with pytest.raises(LoadError, match="file too large: 10 bytes > 9"):
+        read_file(str(path), max_bytes=9)
+    with pytest.raises(LoadError, match="^cannot read file: No such file or directory$"):
+        read_file(str(tmp_path / "missing.jpg"))
+    (tmp_path / "link.jpg").symlink_to(path)
+    assert read_file(str(tmp_path / "link.jpg")) == b"0123456789"  # a link to a regular file is fine
+
+
+@pytest.mark.timeout(10)
+def test_discover_reports_a_fifo_named_like_an_image_and_never_opens_it(tmp_path):
+    (tmp_path / "ok.jpg").write_bytes(b"x")
+    os.mkfifo(tmp_path / "x.jpg")
+    os.mkfifo(tmp_path / "notes.txt")  # not an image name: not looked at
+    result = _within_a_second(lambda: discover(tmp_path, (".jpg",)))
+    entries, problems = result["value"]
+    assert [e.path for e in entries] == [str(tmp_path / "ok.jpg")]
+    assert problems == [BadFile(str(tmp_path / "x.jpg"), "not a regular file (FIFO)")]
+
+
+# --- allowed roots: a link cannot lead out of them ----------------------------------------------------
+
+
+@pytest.fixture
+def linked_tree(tmp_path):
+    """allowed/ holds a picture, links out to secret/, and links that stay inside."""
+    allowed, secret = tmp_path / "allowed", tmp_path / "secret"
+    (allowed / "sub").mkdir(parents=True)
+    (secret / "deep").mkdir(parents=True)
+    for rel in ["allowed/a.jpg", "allowed/sub/b.jpg", "secret/s.jpg", "secret/deep/t.jpg"]:
+        (tmp_path / rel).write_bytes(b"x")
+    (allowed / "out.jpg").symlink_to(secret / "s.jpg")
+    (allowed / "outdir").symlink_to(secret, target_is_directory=True)
+    (allowed / "sub" / "up").symlink_to(tmp_path, target_is_directory=True)
+    (allowed / "in.jpg").symlink_to(allowed / "sub" / "b.jpg")
+    (allowed / "indir").symlink_to(allowed / "sub", target_is_directory=True)
+    return tmp_path
+
+
+def test_discover_does_not_follow_links_out_of_the_allowed_roots(linked_tree):
+    allowed = linked_tree / "allowed"
+    entries, problems = discover(allowed, (".jpg",), allowed_roots=(str(allowed),))
+    found = sorted(e.path.removeprefix(str(allowed) + "/") for e in entries)
+    # paths as found, not resolved; sub/ was already walked as indir/ (one visit per folder)
+    assert found == ["a.jpg", "in.jpg", "indir/b.jpg"]
+    assert sorted(problems, key=lambda p: p.path) == [
+        BadFile(str(allowed / "indir" / "up"), f"outside the allowed folders: link to {linked_tree}"),
+        BadFile(str(allowed / "out.jpg"), f"outside the allowed folders: link to {linked_tree / 'secret' / 's.jpg'}"),
+        BadFile(str(allowed / "outdir"), f"outside the allowed folders: link to {linked_tree / 'secret'}"),
+    ]
+
+
+def test_without_allowed_roots_links_are_followed_as_before(linked_tree):
+    allowed = linked_tree / "allowed"
+    entries, problems = discover(allowed, (".jpg",))
+    assert {Path(e.path).name for e in entries} == {"a.jpg", "in.jpg", "b.jpg", "out.jpg", "s.jpg", "t.jpg"}
+    assert problems == []
+
+
+def test_allowed_roots_are_compared_resolved(linked_tree):
+    alias = linked_tree / "alias"
+    alias.symlink_to(linked_tree / "allowed", target_is_directory=True)
+    entries, problems = discover(alias, (".jpg",), allowed_roots=(str(alias),))
+    assert str(alias / "a.jpg") in {e.path for e in entries}
+    assert len(problems) == 3  # out.jpg, outdir, sub/up: still outside
+
+
+def test_a_walk_started_outside_the_allowed_roots_finds_nothing(linked_tree):
+    secret = linked_tree / "secret"
+    entries, problems = discover(secret, (".jpg",), allowed_roots=(str(linked_tree / "allowed"),))
+    assert entries == []
+    assert [p.path for p in problems] == [str(secret)]
+    assert problems[0].reason.startswith("outside the allowed folders")
