@@ -397,6 +397,8 @@ class Index:
             items.append((sha, segments, vectors[start : start + len(segments)]))
             start += len(segments)
         writer.submit(self.store.add_segments_many, items)
+        # an earlier run's failure for these images (a segmentation that now worked) is over
+        writer.submit(self.store.clear_errors, [path for sha, _, _ in waiting for path in paths.get(sha, [])])
 
     def _load_any(self, paths: list[str], sha: str) -> tuple[LoadedImage | None, list[BadFile]]:
         """Decode the first path that still holds these bytes (and the problems met on the way)."""

@@ -186,3 +186,33 @@ def test_bad_settings_name_the_setting_and_never_show_a_traceback(tmp_path, scen
         out = irs("index", str(scenes_folder), "--db", db, **{name: value})
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, (name, out.stderr)
         assert f"IRS_{name[4:]}" in out.stderr
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar(tmp_path, scenes_folder):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    main, side = pty.openpty()
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "irs", "index", str(scenes_folder), "--db", str(tmp_path / "db"), "--no-segments"],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=side,
+    )
+    os.close(side)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=120) == 0
+    os.close(main)
+    assert b"\r" in seen and b"img/s" in seen and b"100%" in seen

@@ -1,8 +1,11 @@
 """The index pipeline: incremental, resumable, bad files recorded, nothing lost or doubled."""
 
 import io
+import os
 import shutil
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +151,107 @@ def test_reopen_without_flags_uses_the_databases_settings(index, scenes_folder, 
     with Index.open(db) as again:  # irs.toml in the database carries the test profile
         assert again.settings.profile == "test"
         assert len(again.search("anything", k=2)) == 2
+
+
+# ---- one file's failure is that file's failure ----------------------------------------------------
+
+
+def reasons(index: Index) -> dict[str, str]:
+    return {Path(b.path).name: b.reason for b in index.errors()}
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_named_like_an_image_is_listed_not_read(index, tmp_path):
+    folder = tmp_path / "photos"
+    write_folder(folder, 2, seed=8, side=96)
+    os.mkfifo(folder / "x.jpg")  # reading it would block forever
+    report = index.add_folder(folder, segment=False)
+    assert report.added == 2
+    assert reasons(index) == {"x.jpg": "not a regular file (FIFO)"}
+
+
+@pytest.mark.timeout(60)
+def test_a_decoder_that_hangs_is_abandoned_after_decode_timeout(test_settings, tmp_path, monkeypatch):
+    import irs.index
+
+    folder = tmp_path / "photos"
+    write_folder(folder, 3, seed=9, side=96)
+    real = irs.index.decode_image
+
+    def stuck_on_one(data, max_pixels, max_side, path=""):
+        if path.endswith("scene_00001.png"):
+            time.sleep(30)
+        return real(data, max_pixels, max_side, path)
+
+    monkeypatch.setattr(irs.index, "decode_image", stuck_on_one)
+    with Index(test_settings.replace(decode_timeout=0.5)) as index:
+        started = time.monotonic()
+        report = index.add_folder(folder, segment=False)
+        assert time.monotonic() - started < 20
+        assert report.added == 2
+        assert reasons(index) == {"scene_00001.png": "reading and decoding took over 0.5 s (decode_timeout); abandoned"}
+
+
+def is_flat_white(pixels) -> bool:
+    return bool(pixels.amin() == pixels.amax() or all((c.amin() == c.amax()) for c in pixels) and pixels.max() > 1.5)
+
+
+def test_a_batch_the_model_fails_on_is_retried_file_by_file(index, tmp_path, monkeypatch):
+    folder = tmp_path / "photos"
+    write_folder(folder, 5, seed=10, side=96)
+    Image.new("RGB", (64, 64), (255, 255, 255)).save(folder / "white.png")
+    real = index.embedder.encode_pixels
+    calls = []
+
+    def fails_on_white(pixels):
+        calls.append(len(pixels))
+        if any(is_flat_white(p) for p in pixels):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(pixels)
+
+    monkeypatch.setattr(index.embedder, "encode_pixels", fails_on_white)
+    report = index.add_folder(folder, segment=False)
+    assert report.added == 5 and calls[0] == 6  # the whole batch first, then one by one
+    assert reasons(index) == {
+        "white.png": "embedding failed: RuntimeError: CUDA error: an illegal memory access was encountered"
+    }
+    assert index.stats()["images"] == 5 and index.check().ok
+
+
+def test_an_image_the_segmenter_fails_on_stays_pending_and_is_listed(test_settings, tmp_path, monkeypatch):
+    import irs.index
+
+    folder = tmp_path / "photos"
+    write_folder(folder, 4, seed=12, side=96)
+    Image.new("RGB", (64, 64), (0, 0, 0)).save(folder / "black.png")
+    real = irs.index.segment_images
+
+    def fails_on_black(segmenter, images, settings):
+        if any(int(im.max()) == 0 for im in images):
+            raise ValueError("no masks could be decoded")
+        return real(segmenter, images, settings)
+
+    monkeypatch.setattr(irs.index, "segment_images", fails_on_black)
+    with Index(test_settings.replace(sam_batch=2)) as index:
+        report = index.add_folder(folder)
+        assert (report.added, report.segmented) == (5, 4)
+        assert reasons(index) == {"black.png": "segmentation failed: ValueError: no masks could be decoded"}
+        assert index.stats()["segmented"] == 4 and index.check().ok
+        monkeypatch.setattr(irs.index, "segment_images", real)  # fixed: the next run finishes it
+        assert index.add_folder(folder).segmented == 1 and reasons(index) == {}
+
+
+def test_allowed_roots_refuse_folders_and_links_that_leave_them(test_settings, tmp_path):
+    allowed, outside = tmp_path / "Allowed", tmp_path / "elsewhere"
+    write_folder(allowed, 2, seed=13, side=96)
+    write_folder(outside, 1, seed=14, side=96)
+    (allowed / "sneaky.png").symlink_to(outside / "scene_00000.png")
+    (allowed / "sneaky-dir").symlink_to(outside, target_is_directory=True)
+    with Index(test_settings.replace(allowed_roots=(str(allowed),))) as index:
+        with pytest.raises(ValueError, match="outside the allowed folders"):
+            index.add_folder(outside)
+        report = index.add_folder(allowed, segment=False)
+        assert report.added == 2
+        listed = reasons(index)
+        assert set(listed) == {"sneaky.png", "sneaky-dir"}
+        assert all(r.startswith("outside the allowed folders") for r in listed.values())
