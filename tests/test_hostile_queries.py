@@ -222,6 +222,9 @@ def test_bad_settings_weights_are_refused(indexed, value):
 
 def test_cli_refuses_with_a_message(tmp_path):
     """`python -m irs search` prints `irs: <why>` and exits 2, instead of spinning or showing ten arbitrary images."""
+    (tmp_path / "photos").mkdir()  # an empty index: search never creates one
+    irs_index = [sys.executable, "-m", "irs", "index", str(tmp_path / "photos"), "--db", str(tmp_path / "db")]
+    assert subprocess.run(irs_index, cwd=REPO, env=cli_env(), capture_output=True, timeout=120).returncode == 0
     for args, message in [(["search", "0:cat -dog"], NOTHING_WANTED), (["search", "  "], EMPTY_QUERY)]:
         out = subprocess.run(
             [sys.executable, "-m", "irs", "--db", str(tmp_path / "db"), *args],
