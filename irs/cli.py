@@ -12,8 +12,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from irs.evaluate import MODES, format_table, load_coco_captions, load_jsonl, load_karpathy, score_queries
 from irs.index import Index, IndexReport, Progress
@@ -21,6 +22,8 @@ from irs.locks import DatabaseBusy
 from irs.models import WeightsError
 from irs.settings import SettingsError, load_settings
 from irs.store import ManifestMismatch, StoreError, damaged_message
+
+T = TypeVar("T")
 
 # commands that may create a database; the others refuse to run on one that does not exist
 CREATING = ("index", "eval")
@@ -124,7 +127,8 @@ def _summary(report: IndexReport) -> None:
         print(f"  … and {len(report.failed) - shown} more (python -m irs errors lists them all)", file=sys.stderr)
 
 
-def _index(index: Index, args: argparse.Namespace) -> int:
+def _interruptible(run: Callable[[_Bars, threading.Event], T], quiet: bool) -> T:
+    """Run a long job with progress; the first Ctrl-C stops it after the current batch, a second aborts."""
     stop = threading.Event()
 
     def on_interrupt(*_: object) -> None:
@@ -134,31 +138,42 @@ def _index(index: Index, args: argparse.Namespace) -> int:
         stop.set()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
-    bars = _Bars(args.quiet)
+    bars = _Bars(quiet)
     try:
-        if args.command == "check":
-            found, report = index.repair(progress=bars, stop=stop)
-        else:
-            report = index.add_folder(args.folder, progress=bars, stop=stop, segment=not args.no_segments)
+        return run(bars, stop)
     finally:
         bars.close()
         signal.signal(signal.SIGINT, previous)
-    if args.command == "check":
-        print(f"found: {found}")
+
+
+def _index(index: Index, args: argparse.Namespace) -> int:
+    report = _interruptible(
+        lambda bars, stop: index.add_folder(args.folder, progress=bars, stop=stop, segment=not args.no_segments),
+        args.quiet,
+    )
     _summary(report)
     return 0
 
 
 def _check(index: Index, args: argparse.Namespace) -> int:
     """`check`: report disagreements (exit 1 if any); with --repair, fix them (exit 0 once they agree)."""
-    if args.repair:
-        return _index(index, argparse.Namespace(command="check", quiet=False))
-    found = index.check()
-    print(found)
-    if found.ok:
-        return 0
-    print(f"repair: python -m irs check --repair --db {index.settings.db}", file=sys.stderr)
-    return 1
+    if not args.repair:
+        found = index.check()
+        print(found)
+        if found.ok:
+            return 0
+        print(f"repair: python -m irs check --repair --db {index.settings.db}", file=sys.stderr)
+        return 1
+    found, report = _interruptible(lambda bars, stop: index.repair(progress=bars, stop=stop), False)
+    print(f"found: {found}")
+    if not found.ok or report.added or report.segmented or report.failed:
+        print(
+            f"repaired: {report.added} images re-embedded, {report.segmented} re-segmented, "
+            f"{len(report.failed)} failed" + (" (stopped: rerun to finish)" if report.stopped else "")
+        )
+    for bad in report.failed:
+        print(f"  {bad.path}: {bad.reason}", file=sys.stderr)
+    return 0
 
 
 def _search(index: Index, args: argparse.Namespace) -> int:
@@ -188,7 +203,7 @@ def _eval(index: Index, args: argparse.Namespace) -> int:
     }[fmt]
     queries = loader(args.queries)
     if args.folder:
-        _index(index, argparse.Namespace(command="index", folder=args.folder, no_segments=False, quiet=False))
+        _index(index, argparse.Namespace(folder=args.folder, no_segments=False, quiet=False))
     out = {}
     for mode in args.modes.split(","):
         if mode not in MODES:

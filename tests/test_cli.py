@@ -216,3 +216,19 @@ def test_progress_on_a_terminal_is_a_tqdm_bar(tmp_path, scenes_folder):
     assert proc.wait(timeout=120) == 0
     os.close(main)
     assert b"\r" in seen and b"img/s" in seen and b"100%" in seen
+
+
+def test_check_finds_a_lost_vector_store_and_repair_rebuilds_it(tmp_path, scenes_folder):
+    import shutil
+
+    db = tmp_path / "db"
+    assert irs("index", str(scenes_folder), "--db", str(db), "--no-segments").returncode == 0
+    shutil.rmtree(db / "chroma")
+    out = irs("check", "--db", str(db))
+    assert out.returncode == 1 and "8 image vectors missing" in out.stdout and "check --repair" in out.stderr
+    searched = irs("search", "a red circle", "--db", str(db))
+    assert "the vector store holds 0 image" in searched.stderr  # never a silent "no results"
+    out = irs("check", "--repair", "--db", str(db))
+    assert out.returncode == 0 and "repaired: 8 images re-embedded" in out.stdout, out.stderr
+    out = irs("check", "--db", str(db))
+    assert out.returncode == 0 and out.stdout.strip() == "SQLite and Chroma agree"
