@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from irs.embed import Embedder
-from irs.load import LoadError, check_folder, decode_image, discover, read_file
+from irs.load import LoadError, check_folder, decode_image, discover, printable, read_file
 from irs.locks import FileLock, writer_lock
 from irs.pipeline import TimeLimitExceeded, Writer, call_with_time_limit, prefetch
 from irs.query import ParsedQuery, Phrase, parse_query
@@ -154,6 +154,8 @@ class Index:
             if why:
                 raise ValueError(why)
         root = Path(folder).expanduser().resolve()
+        if printable(str(root)) != str(root):
+            raise ValueError(f"{printable(str(root))}: the folder's name is not valid UTF-8; rename it to index it")
         report = IndexReport()
         entries, problems = discover(root, self.settings.extensions, self.settings.allowed_roots)
         with self._writing():

@@ -74,11 +74,18 @@ def discover(
                 problems.append(entry)
             else:
                 entries.append(entry)
-    return entries, problems
+    return entries, [BadFile(printable(bad.path), bad.reason) for bad in problems]
+
+
+def printable(path: str) -> str:
+    """A path as text that can be stored and shown: bytes of a name that are not UTF-8 become \\xNN."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _file_entry(path: str) -> FileEntry | BadFile:
-    """The entry for a found file, or why it cannot be one (gone, or not a regular file)."""
+    """The entry for a found file, or why it cannot be one (gone, not a regular file, a name irs cannot store)."""
+    if printable(path) != path:  # SQLite stores UTF-8 text: such a path could not be stored or shown
+        return BadFile(path, "file name is not valid UTF-8: rename the file (or its folder) to index it")
     try:
         info = os.stat(path)
     except OSError as err:
