@@ -185,27 +185,42 @@ class Store:
 
     def _retry(self, call: Callable[[], T]) -> T:
         """Run a Chroma call; while a Chroma *server* is unreachable, retry with backoff for
-        `chroma_retry_seconds`, then raise StoreError with one line saying what to do."""
-        delay, deadline, warned = 0.2, time.monotonic() + self.retry_seconds, False
+        `chroma_retry_seconds`, then raise StoreError with one line saying what to do.
+
+        Retrying is safe because every call irs makes is idempotent: creating the client, get-or-create
+        of a collection, upserts and deletes by id, and reads. A request the server applied but died
+        before answering is simply applied again."""
+        delay, started, failed = 0.2, time.monotonic(), None
         while True:
             try:
-                return call()
+                result = call()
             except Exception as err:
-                if not self.chroma_where or not _unreachable(err):
+                cause = _transport_error(err) if self.chroma_where else None
+                if cause is None:
                     raise
-                if time.monotonic() + delay > deadline:
+                first, failed = failed is None, f"{type(cause).__name__}: {cause}"
+                if time.monotonic() + delay > started + self.retry_seconds:
+                    host, _, port = self.chroma_where.rpartition(":")
                     raise StoreError(
-                        f"the Chroma server at {self.chroma_where} is not answering ({type(err).__name__}: {err}); "
-                        f"retried for {self.retry_seconds:g} s. Start it (chroma run --path PATH --host HOST --port "
-                        "PORT) and run again: indexing resumes where it stopped"
+                        f"the Chroma server at {self.chroma_where} is not answering ({failed}); retried for "
+                        f"{self.retry_seconds:g} s. Start it (chroma run --path PATH --host {host} --port {port}) "
+                        "and run the command again: indexing resumes where it stopped"
                     ) from None
-                if not warned:
+                if first:
                     log.warning(
-                        "Chroma server at %s not answering; retrying for %g s", self.chroma_where, self.retry_seconds
+                        "Chroma server at %s not answering (%s); retrying for %g s",
+                        self.chroma_where,
+                        failed,
+                        self.retry_seconds,
                     )
-                    warned = True
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                continue
+            if failed is not None:
+                log.warning(
+                    "Chroma server at %s answering again after %.1f s", self.chroma_where, time.monotonic() - started
+                )
+            return result
 
     # manifest -----------------------------------------------------------------------------------
     def _check_manifest(self, settings: Settings) -> None:
@@ -710,13 +725,39 @@ def damaged_message(path: Path, err: Exception) -> str:
 
 
 def _unreachable(err: BaseException) -> bool:
-    """Whether an error means "the Chroma server did not answer" (worth retrying)."""
+    """Whether an error means "the Chroma server did not answer" (worth retrying); see _transport_error."""
+    return _transport_error(err) is not None
+
+
+def _transport_error(err: BaseException) -> BaseException | None:
+    """The connection failure behind an error from chromadb's HttpClient, or None when the server did answer.
+
+    What the client raises when its server is down or dies (chromadb 1.5, httpx 0.28; tests/test_server.py):
+    - creating the client (HttpClient checks the tenant and database at once) while the server is down:
+      ValueError("Could not connect to a Chroma server. Are you sure it is running?"), raised while
+      handling httpx.ConnectError; when the server dies during that check, ValueError("Could not connect to
+      tenant ...") raised while handling one of the errors below (the same words follow a server's own
+      refusal, so words are not trusted). So the chain is followed, the way Python prints it: __cause__,
+      else __context__ unless suppressed.
+    - any other call (get_or_create_collection, upsert, get, query, count, delete) while it is down:
+      httpx.ConnectError (connection refused), as it is.
+    - a call in flight when it dies: httpx.RemoteProtocolError ("Server disconnected without sending a
+      response") or httpx.ReadError (connection reset); httpx.WriteError is the same death while the
+      request body is still being sent.
+    The client sets no timeouts, so no timeout errors arise; a server that answers with an error (4xx, 5xx)
+    raises a ChromaError or a plain Exception with its text, and is not retried.
+    """
     import httpx
 
-    if isinstance(err, (httpx.TransportError, ConnectionError, TimeoutError)):
-        return True
-    text = f"{type(err).__name__} {err}".lower()
-    return any(w in text for w in ("connection refused", "could not connect", "connecterror", "connection reset"))
+    lost = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, lost):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return None
 
 
 def _chroma_client(settings: Settings, root: Path) -> Any:
