@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO, cli_env
 
 from irs.synthetic import write_folder
@@ -137,9 +138,16 @@ def test_every_command_of_the_readmes_using_it_runs_as_written(tmp_path):
     assert "scene_0000" in out.stdout
 
 
-def test_global_options_go_before_or_after_the_command(tmp_path, scenes_folder):
-    db = str(tmp_path / "db")
+@pytest.fixture(scope="module")
+def whole_image_db(tmp_path_factory, scenes_folder) -> str:
+    """The scenes indexed without segments (read-only for the tests that share it)."""
+    db = str(tmp_path_factory.mktemp("cli") / "db")
     assert irs("index", str(scenes_folder), "--db", db, "--no-segments", "--profile", "test").returncode == 0
+    return db
+
+
+def test_global_options_go_before_or_after_the_command(whole_image_db):
+    db = whole_image_db
     before = irs("--db", db, "search", "a red circle", "-k", "2")
     after = irs("search", "a red circle", "-k", "2", "--db", db)
     assert before.returncode == after.returncode == 0 and before.stdout == after.stdout and before.stdout
@@ -153,9 +161,8 @@ def test_readers_never_create_a_database_and_say_so(tmp_path):
     assert not missing.exists()
 
 
-def test_an_empty_query_is_refused(tmp_path, scenes_folder):
-    db = str(tmp_path / "db")
-    irs("index", str(scenes_folder), "--db", db, "--no-segments")
+def test_an_empty_query_is_refused(whole_image_db):
+    db = whole_image_db
     for query in ("", "   ", "?!"):
         out = irs("search", query, "--db", db)
         assert out.returncode == 2 and "empty query" in out.stderr and not out.stdout
@@ -168,9 +175,8 @@ def test_progress_in_a_log_is_plain_lines(tmp_path, scenes_folder):
     assert "embed: 8/8 images" in out.stderr and "segment: 8/8 images" in out.stderr
 
 
-def test_errors_says_when_there_are_none(tmp_path, scenes_folder):
-    db = str(tmp_path / "db")
-    irs("index", str(scenes_folder), "--db", db, "--no-segments")
+def test_errors_says_when_there_are_none(whole_image_db):
+    db = whole_image_db
     out = irs("errors", "--db", db)
     assert out.returncode == 0 and out.stdout == "" and "no files failed" in out.stderr
 
