@@ -55,7 +55,7 @@ def make(folder: Path, count: int, seed: int, non_utf8: bool) -> None:
     if non_utf8:
         with open(os.fsencode(folder) + b"/caf\xe9.jpg", "wb") as handle:
             handle.write(picture + b"\0\0\0")
-    print(f"{len(paths)} corpus files and 13 odd ones in {folder}")
+    print(f"{len(paths)} corpus files and 10 odd files (plus a folder dir.jpg and a folder link) in {folder}")
 
 
 def image_files(folder: Path) -> set[str]:
