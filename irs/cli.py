@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="how many images (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    command("errors", "files that could not be indexed, with reasons")
+    p = command("errors", "files that could not be indexed, with reasons")
+    p.add_argument("--json", action="store_true", help="print JSON: [{path, reason}]")
     command("stats", "what the index holds")
     p = command("check", "compare the catalog (SQLite) with the vectors (Chroma), id by id")
     p.add_argument("--repair", action="store_true", help="delete stray vectors, re-embed missing ones")
@@ -122,7 +123,7 @@ def _summary(report: IndexReport) -> None:
     print("failed: " + ", ".join(f"{n} {why}" for why, n in reasons.most_common()), file=sys.stderr)
     shown = 20
     for bad in report.failed[:shown]:
-        print(f"  {bad.path}: {bad.reason}", file=sys.stderr)
+        print(f"  {_shown(bad.path)}: {bad.reason}", file=sys.stderr)
     if len(report.failed) > shown:
         print(f"  … and {len(report.failed) - shown} more (python -m irs errors lists them all)", file=sys.stderr)
 
@@ -227,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     finds disagreements, 2 when irs could not run (bad settings, no database, a busy or damaged one)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="irs: %(message)s")
+    # PIL logs what it meets inside broken files without naming them; irs lists each file with its reason
+    logging.getLogger("PIL").setLevel(logging.CRITICAL)
     if args.command == "sample":
         from irs.synthetic import write_folder
 
@@ -260,8 +263,10 @@ def _run(index: Index, args: argparse.Namespace) -> int:
         return _check(index, args)
     if args.command == "errors":
         errors = index.errors()
-        for bad in errors:
-            print(f"{bad.path}\t{bad.reason}")
+        if args.json:
+            print(json.dumps([{"path": bad.path, "reason": bad.reason} for bad in errors], indent=2))
+        for bad in [] if args.json else errors:
+            print(f"{_shown(bad.path)}\t{bad.reason}")
         if not errors:
             print("no files failed", file=sys.stderr)
         return 0
@@ -271,6 +276,11 @@ def _run(index: Index, args: argparse.Namespace) -> int:
         print(json.dumps(index.stats(), indent=2))
         return 0
     return 2
+
+
+def _shown(path: str) -> str:
+    """A path on one line: a tab or newline in a file name is shown escaped (--json has it as it is)."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in path)
 
 
 def _fail(err: object) -> int:

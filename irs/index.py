@@ -161,8 +161,9 @@ class Index:
         with self._writing():
             self._reconcile()
             self.store.remember_folder(str(root))
-            report.found = len(entries)
+            report.found = len(entries) + len(problems)  # every image-named thing seen, usable or not
             report.failed.extend(problems)
+            self.store.record_errors(problems)  # listed at once: a killed run still shows them
 
             known = self.store.known_files()
             on_disk = {e.path for e in entries}
@@ -273,6 +274,7 @@ class Index:
                 if item.error:
                     report.failed.append(BadFile(entry.path, item.error))
                     writer.submit(self.store.forget_paths, [entry.path])  # its old content is gone from disk
+                    writer.submit(self.store.record_errors, [report.failed[-1]])
                 elif item.pixels is None:
                     writer.submit(self.store.link_files, [(entry, item.sha256)])
                     report.reused += 1
