@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -25,14 +25,16 @@ from irs.embed import Embedder
 from irs.load import LoadError, check_folder, decode_image, discover, printable, read_file
 from irs.locks import FileLock, writer_lock
 from irs.pipeline import TimeLimitExceeded, Writer, call_with_time_limit, prefetch
-from irs.query import ParsedQuery, Phrase, parse_query
+from irs.query import ParsedQuery, Phrase, check_searchable, parse_query
 from irs.records import BadFile, FileEntry, LoadedImage, SearchResult, Segment
-from irs.search import QueryVectors, rank
+from irs.search import QueryVectors, check_k, rank
 from irs.segment import Segmenter, make_segmenter, segment_images
 from irs.settings import Settings, load_settings
 from irs.store import Consistency, Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -231,15 +233,25 @@ class Index:
         report.stopped = stopped
         return report
 
-    def _prepare_within_limit(self, entry: FileEntry) -> Prepared:
-        """`_prepare` under the decode time limit; any failure becomes this file's error."""
+    def _within_limit(self, fn: Callable[[T], R], item: T) -> R:
+        """fn(item) (reading and decoding) under `decode_timeout`; a hang, or any exception a decoder or
+        preprocessing bug raises, becomes a LoadError: that file's failure, not the run's."""
         limit = self.settings.decode_timeout
         try:
-            return call_with_time_limit(self._prepare, entry, limit)
+            return call_with_time_limit(fn, item, limit)
         except TimeLimitExceeded:
-            return Prepared(entry, error=f"reading and decoding took over {limit:g} s (decode_timeout); abandoned")
-        except Exception as err:  # a decoder or preprocessing bug: this file's failure, not the run's
-            return Prepared(entry, error=f"could not be prepared: {type(err).__name__}: {err}")
+            raise LoadError(f"reading and decoding took over {limit:g} s (decode_timeout); abandoned") from None
+        except LoadError:
+            raise
+        except Exception as err:
+            raise LoadError(f"could not be read: {type(err).__name__}: {err}") from None
+
+    def _prepare_within_limit(self, entry: FileEntry) -> Prepared:
+        """`_prepare`, with any failure (a hang included) as this file's error."""
+        try:
+            return self._within_limit(self._prepare, entry)
+        except LoadError as err:
+            return Prepared(entry, error=str(err))
 
     def _prepare(self, entry: FileEntry) -> Prepared:
         """Worker side of stage 1: read, hash, and (for unseen bytes) decode and preprocess one file."""
@@ -272,9 +284,7 @@ class Index:
             work = prefetch(self._prepare_within_limit, todo, self.settings.load_workers, 2 * self.settings.batch_size)
             for n, (entry, item) in enumerate(work, 1):
                 if item.error:
-                    report.failed.append(BadFile(entry.path, item.error))
-                    writer.submit(self.store.forget_paths, [entry.path])  # its old content is gone from disk
-                    writer.submit(self.store.record_errors, [report.failed[-1]])
+                    self._drop(BadFile(entry.path, item.error), writer, report)
                 elif item.pixels is None:
                     writer.submit(self.store.link_files, [(entry, item.sha256)])
                     report.reused += 1
@@ -292,6 +302,13 @@ class Index:
             writer.close()
         return stopped
 
+    def _drop(self, bad: BadFile, writer: Writer, report: IndexReport) -> None:
+        """A file stage 1 cannot use: its old record goes (its old content is gone from disk) and it is
+        listed at once, so a killed run still shows it."""
+        report.failed.append(bad)
+        writer.submit(self.store.forget_paths, [bad.path])
+        writer.submit(self.store.record_errors, [bad])
+
     def _flush_images(self, batch: list[Prepared], writer: Writer, report: IndexReport) -> None:
         """Embed a batch of whole images and queue their writes. If the model fails on the batch, each
         image is tried alone, so only the culprit is recorded."""
@@ -303,8 +320,9 @@ class Index:
         except Exception as err:
             if len(unique) == 1:
                 for item in batch:
-                    report.failed.append(BadFile(item.entry.path, f"embedding failed: {type(err).__name__}: {err}"))
-                    writer.submit(self.store.forget_paths, [item.entry.path])
+                    self._drop(
+                        BadFile(item.entry.path, f"embedding failed: {type(err).__name__}: {err}"), writer, report
+                    )
                 return
             for sha in unique:
                 self._flush_images([item for item in batch if item.sha256 == sha], writer, report)
@@ -324,16 +342,11 @@ class Index:
         writer = Writer()
         stopped = False
 
-        limit = self.settings.decode_timeout
-
         def load(sha: str) -> tuple[LoadedImage | None, list[BadFile]]:
             try:
-                return call_with_time_limit(lambda s: self._load_any(paths.get(s, []), s), sha, limit)
-            except TimeLimitExceeded:
-                why = f"reading and decoding took over {limit:g} s (decode_timeout); abandoned"
-            except Exception as err:
-                why = f"could not be loaded: {type(err).__name__}: {err}"
-            return None, [BadFile(path, why) for path in paths.get(sha, [])]
+                return self._within_limit(lambda s: self._load_any(paths.get(s, []), s), sha)
+            except LoadError as err:
+                return None, [BadFile(path, str(err)) for path in paths.get(sha, [])]
 
         try:
             work = prefetch(load, pending, self.settings.load_workers, 4)
@@ -428,9 +441,6 @@ class Index:
         `settings` may change search-only fields (weights, pools) for this one call. A query with nothing
         to look for raises QueryError (a ValueError, see irs.query.check_searchable); k must be at least 1
         and is capped at the number of indexed images."""
-        from irs.query import check_searchable  # imported here: this method's checks stay within it
-        from irs.search import check_k
-
         k = check_k(k)
         parsed = parse_query(query)
         check_searchable(parsed)
@@ -453,8 +463,6 @@ class Index:
 
     def similar(self, sha256: str, segment_index: int | None = None, k: int = 10) -> list[SearchResult]:
         """Images like a stored image, or like one of its segments (k as in `search`)."""
-        from irs.search import check_k
-
         k = check_k(k)
         if segment_index is None:
             vector = self.store.image_vectors([sha256]).get(sha256)

@@ -538,10 +538,10 @@ class Store:
             res = collection.get(ids=ids, include=include)
             return {"ids": res["ids"], **{key: list(res[key]) for key in include}}
         except Exception as err:
-            if not _unflushed(err) or len(ids) <= 1:
-                if _unflushed(err):
-                    return {"ids": [], **{key: [] for key in include}}
+            if not _unflushed(err):
                 raise
+        if len(ids) <= 1:
+            return {"ids": [], **{key: [] for key in include}}
         halves = [self._get(collection, part, include) for part in (ids[: len(ids) // 2], ids[len(ids) // 2 :])]
         return {key: halves[0][key] + halves[1][key] for key in ("ids", *include)}
 

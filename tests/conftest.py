@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -77,3 +78,14 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IRS_")}
     env.update({"IRS_PROFILE": "test", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}, **extra)
     return env
+
+
+def db_state(db: Path | str) -> tuple[int, int]:
+    """(embedded, segmented) images of a database, read without locking out its writer."""
+    try:
+        con = sqlite3.connect(f"file:{db}/irs.sqlite?mode=ro", uri=True, timeout=1)
+        row = con.execute("SELECT COALESCE(SUM(embedded),0), COALESCE(SUM(segmented),0) FROM images").fetchone()
+        con.close()
+        return int(row[0]), int(row[1])
+    except sqlite3.Error:
+        return 0, 0

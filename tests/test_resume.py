@@ -1,27 +1,15 @@
 """Kill -9 an indexing run at several moments; the rerun must end with nothing lost and nothing doubled."""
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 
-from conftest import REPO, cli_env
+from conftest import REPO, cli_env, db_state
 
 from irs.index import Index
 from irs.settings import load_settings
 from irs.synthetic import write_folder
-
-
-def db_state(db) -> tuple[int, int]:
-    """(embedded, segmented) images, read without locking out the writer."""
-    try:
-        con = sqlite3.connect(f"file:{db}/irs.sqlite?mode=ro", uri=True, timeout=1)
-        row = con.execute("SELECT COALESCE(SUM(embedded),0), COALESCE(SUM(segmented),0) FROM images").fetchone()
-        con.close()
-        return int(row[0]), int(row[1])
-    except sqlite3.Error:
-        return 0, 0
 
 
 def run_until(db, folder, condition, timeout=120) -> int:

@@ -8,7 +8,6 @@ import http.client
 import json
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import REPO, cli_env, free_port
+from conftest import REPO, cli_env, db_state, free_port
 
 from irs.index import Index
 from irs.settings import load_settings
@@ -130,17 +129,6 @@ def irs(db: Path, *args: str, env: dict[str, str], timeout: float = 120) -> subp
         text=True,
         timeout=timeout,
     )
-
-
-def db_state(db: Path) -> tuple[int, int]:
-    """(embedded, segmented) images, read without locking out the writer."""
-    try:
-        con = sqlite3.connect(f"file:{db}/irs.sqlite?mode=ro", uri=True, timeout=1)
-        row = con.execute("SELECT COALESCE(SUM(embedded),0), COALESCE(SUM(segmented),0) FROM images").fetchone()
-        con.close()
-        return int(row[0]), int(row[1])
-    except sqlite3.Error:
-        return 0, 0
 
 
 def index_while(
