@@ -242,9 +242,15 @@ def main(argv: list[str] | None = None) -> int:
         db = Path(settings.db) / "irs.sqlite"
         with Index(settings, create=args.command in CREATING) as index:
             return _run(index, args)
-    except (SettingsError, ManifestMismatch, WeightsError, FileNotFoundError, ValueError) as err:
-        return _fail(err)
-    except (StoreError, DatabaseBusy) as err:
+    except (
+        SettingsError,
+        ManifestMismatch,
+        WeightsError,
+        FileNotFoundError,
+        ValueError,
+        StoreError,
+        DatabaseBusy,
+    ) as err:
         return _fail(err)
     except sqlite3.DatabaseError as err:  # damaged after it was opened
         return _fail(damaged_message(Path(db), err))
