@@ -124,7 +124,7 @@ def _overlay_jpeg(
         return None
     segments: list[tuple[Segment, tuple[int, int, int]]] = []
     for i, seg_index in enumerate(indices):
-        segment = idx.store.segment(sha256, seg_index) if seg_index >= 0 else None
+        segment = idx.segment(sha256, seg_index) if seg_index >= 0 else None
         if segment is not None:
             segments.append((segment, PALETTE[i % len(PALETTE)]))
     out = io.BytesIO()

@@ -84,7 +84,7 @@ def fingerprint(db: str) -> dict:
         segments = dict(index.store.sql.execute("SELECT sha256, COUNT(*) FROM segments GROUP BY sha256"))
         stats = index.stats()
         check = index.check()
-    return {"files": files, "errors": errors, "segments": segments, "stats": stats, "check": str(check)}
+    return {"files": files, "errors": errors, "segments": segments, "stats": stats.to_json(), "check": str(check)}
 
 
 def account(folder: Path, db: str, as_json: Path | None) -> int:

@@ -81,7 +81,7 @@ def index_run(settings: Settings, folder: Path, segment: bool) -> tuple[float, f
         t0 = time.perf_counter()
         report = index.add_folder(folder, segment=segment)
         seconds = time.perf_counter() - t0
-        segments = index.stats()["segments"]
+        segments = index.stats().segments
     assert report.added == len(list(folder.glob("*.jpg"))), report
     return report.added / seconds, segments / seconds, segments
 

@@ -29,6 +29,7 @@ from irs.geometry import rle_encode  # noqa: E402
 from irs.index import Index  # noqa: E402
 from irs.query import parse_query  # noqa: E402
 from irs.records import FileEntry, Segment  # noqa: E402
+from irs.search import embed_query  # noqa: E402
 from irs.settings import load_settings  # noqa: E402
 
 SEGMENTS_PER_IMAGE = 10
@@ -115,7 +116,7 @@ def measure(index: Index, texts: list[str], k: int) -> dict[str, float]:
         text_t.append(time.perf_counter() - t0)
     for text in texts:
         parsed = parse_query(text)
-        vectors = index.query_vectors(parsed)
+        vectors = embed_query(index.embedder, parsed)
         t0 = time.perf_counter()
         index.store.query_images(vectors.whole, max(s.image_pool, k))
         for vec in vectors.phrases:

@@ -183,7 +183,7 @@ def _search(index: Index, args: argparse.Namespace) -> int:
         print(json.dumps([r.to_json() for r in results], indent=2))
         return 0
     if not results:
-        print("no results: the index is empty" if index.stats()["images"] == 0 else "no results")
+        print("no results: the index is empty" if index.stats().images == 0 else "no results")
     for rank, r in enumerate(results, 1):
         parts = " ".join(f"{k}={v:.3f}" for k, v in r.parts.items())
         where = ""
@@ -279,7 +279,7 @@ def _run(index: Index, args: argparse.Namespace) -> int:
     if args.command == "eval":
         return _eval(index, args)
     if args.command == "stats":
-        print(json.dumps(index.stats(), indent=2))
+        print(json.dumps(index.stats().to_json(), indent=2))
         return 0
     return 2
 

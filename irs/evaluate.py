@@ -206,8 +206,8 @@ def spatial_benchmark(
         t0 = time.monotonic()
         report = index.add_folder(gallery)
         stats = index.stats()
-        counts[name] = {"images": stats["images"], "segments": stats["segments"]}
-        log(f"[{name}] indexed {report.added} images, {stats['segments']} segments in {time.monotonic() - t0:.0f}s")
+        counts[name] = {"images": stats.images, "segments": stats.segments}
+        log(f"[{name}] indexed {report.added} images, {stats.segments} segments in {time.monotonic() - t0:.0f}s")
         by_segmenter[name] = {}
         for mode, overrides in MODES.items():
             settings = index.settings.replace(**overrides)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -26,11 +25,11 @@ from irs.load import LoadError, check_folder, decode_image, discover, printable,
 from irs.locks import FileLock, writer_lock
 from irs.pipeline import TimeLimitExceeded, Writer, call_with_time_limit, prefetch
 from irs.query import ParsedQuery, Phrase, check_searchable, parse_query
-from irs.records import BadFile, FileEntry, LoadedImage, SearchResult, Segment
-from irs.search import QueryVectors, check_k, rank
+from irs.records import BadFile, FileEntry, ImageRow, LoadedImage, SearchResult, Segment
+from irs.search import QueryVectors, check_k, embed_query, rank
 from irs.segment import Segmenter, make_segmenter, segment_images
 from irs.settings import Settings, load_settings
-from irs.store import Consistency, Store
+from irs.store import Consistency, Stats, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -444,22 +443,7 @@ class Index:
         k = check_k(k)
         parsed = parse_query(query)
         check_searchable(parsed)
-        return rank(self.store, parsed, self.query_vectors(parsed), k, settings or self.settings)
-
-    def query_vectors(self, parsed: ParsedQuery) -> QueryVectors:
-        """Embed a parsed query: the whole of it, each phrase, each negative term (one batch)."""
-        texts = [t.text for t in parsed.terms] or [parsed.text]
-        texts += [p.text for p in parsed.phrases] + [n.text for n in parsed.negatives]
-        vecs = self.embedder.texts(texts)
-        n_terms = len(parsed.terms) or 1
-        weights = np.array([t.weight for t in parsed.terms] or [1.0], np.float64)
-        # only the ratios matter: scaling by the largest keeps 1e-320 weights from underflowing to a zero vector
-        top = float(weights.max())
-        weights = weights / top if np.isfinite(top) and top > 0 else np.ones_like(weights)
-        whole = (vecs[:n_terms] * weights[:, None]).sum(axis=0)  # rclip-style weighted sum of the positive terms
-        whole = whole / max(float(np.linalg.norm(whole)), 1e-12)
-        n_phrases = len(parsed.phrases)
-        return QueryVectors(whole, list(vecs[n_terms : n_terms + n_phrases]), list(vecs[n_terms + n_phrases :]))
+        return rank(self.store, parsed, embed_query(self.embedder, parsed), k, settings or self.settings)
 
     def similar(self, sha256: str, segment_index: int | None = None, k: int = 10) -> list[SearchResult]:
         """Images like a stored image, or like one of its segments (k as in `search`)."""
@@ -478,8 +462,30 @@ class Index:
         """Files that could not be indexed, with reasons."""
         return self.store.errors()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
+        """What the database holds (counts, vectors, size on disk, model)."""
         return self.store.stats()
+
+    # reads for the pages -------------------------------------------------------------------------
+    def image_count(self) -> int:
+        """Indexed images (cheap: no disk walk, unlike stats())."""
+        return self.store.image_count()
+
+    def image_page(self, offset: int, limit: int) -> list[ImageRow]:
+        """Indexed images in path order, `limit` of them from `offset`, for browsing."""
+        return self.store.image_page(offset, limit)
+
+    def segments_of(self, sha256: str) -> list[Segment]:
+        """An image's segments with their masks, best first."""
+        return self.store.segments_of(sha256)
+
+    def segment(self, sha256: str, index: int) -> Segment | None:
+        """One stored segment with its mask, or None."""
+        return self.store.segment(sha256, index)
+
+    def recent_folders(self, limit: int = 10) -> list[str]:
+        """Folders indexed into this database, most recent first."""
+        return self.store.recent_folders(limit)
 
     def close(self) -> None:
         self.store.close()

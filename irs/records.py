@@ -55,6 +55,14 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class ImageRow:
+    """An indexed image as a page lists it: its identity and its first path."""
+
+    sha256: str
+    path: str
+
+
+@dataclass(frozen=True)
 class BadFile:
     """A file that could not be indexed, and why."""
 

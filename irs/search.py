@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from irs.records import Match, SearchResult, Segment
 from irs.settings import Settings
 from irs.spatial import position_fit, relation_fit
 from irs.store import Store
+
+if TYPE_CHECKING:
+    from irs.embed import Embedder
 
 WHOLE_IMAGE = Segment(
     bbox=(0.0, 0.0, 1.0, 1.0), centroid=(0.5, 0.5), area=1.0, mask_rle=b"", mask_shape=(0, 0), index=-1
@@ -91,6 +95,22 @@ class QueryVectors:
     whole: np.ndarray
     phrases: list[np.ndarray]
     negatives: list[np.ndarray] = field(default_factory=list)
+
+
+def embed_query(embedder: Embedder, parsed: ParsedQuery) -> QueryVectors:
+    """Embed a parsed query: the whole of it, each phrase, each negative term (one batch)."""
+    texts = [t.text for t in parsed.terms] or [parsed.text]
+    texts += [p.text for p in parsed.phrases] + [n.text for n in parsed.negatives]
+    vecs = embedder.texts(texts)
+    n_terms = len(parsed.terms) or 1
+    weights = np.array([t.weight for t in parsed.terms] or [1.0], np.float64)
+    # only the ratios matter: scaling by the largest keeps 1e-320 weights from underflowing to a zero vector
+    top = float(weights.max())
+    weights = weights / top if np.isfinite(top) and top > 0 else np.ones_like(weights)
+    whole = (vecs[:n_terms] * weights[:, None]).sum(axis=0)  # rclip-style weighted sum of the positive terms
+    whole = whole / max(float(np.linalg.norm(whole)), 1e-12)
+    n_phrases = len(parsed.phrases)
+    return QueryVectors(whole, list(vecs[n_terms : n_terms + n_phrases]), list(vecs[n_terms + n_phrases :]))
 
 
 @dataclass

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from irs import __version__
 from irs.locks import open_lock
-from irs.records import BadFile, FileEntry, Segment
+from irs.records import BadFile, FileEntry, ImageRow, Segment
 from irs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,27 @@ class Consistency:
             (self.orphan_segment_rows, "segment rows of unknown images"),
         ]
         return ", ".join(f"{n:,} {what}" for n, what in parts if n)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What a database holds: catalog counts, vectors in Chroma, its size on disk, its model."""
+
+    files: int  # indexed paths
+    images: int  # distinct contents (copies share one)
+    embedded: int
+    segmented: int
+    segments: int
+    errors: int  # files listed as not indexed
+    image_vectors: int
+    segment_vectors: int
+    disk_bytes: int
+    model: str
+    segmenter: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The `stats` command's output."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -465,14 +486,14 @@ class Store:
             rows = self.sql.execute("SELECT path FROM folders ORDER BY at DESC LIMIT ?", (limit,)).fetchall()
         return [r[0] for r in rows]
 
-    def image_page(self, offset: int, limit: int) -> list[tuple[str, str]]:
-        """(sha256, first path) of indexed images, by path, for browsing."""
+    def image_page(self, offset: int, limit: int) -> list[ImageRow]:
+        """Indexed images with their first path, in path order, for browsing."""
         with self._lock:
             rows = self.sql.execute(
                 "SELECT sha256, MIN(path) AS p FROM files GROUP BY sha256 ORDER BY p LIMIT ? OFFSET ?",
                 (limit, offset),
             ).fetchall()
-        return [(sha, path) for sha, path in rows]
+        return [ImageRow(sha, path) for sha, path in rows]
 
     def segment_vector(self, sha: str, idx: int) -> np.ndarray | None:
         res = self._get(self.segments, [segment_id(sha, idx)], ["embeddings"])
@@ -633,7 +654,7 @@ class Store:
             offset += len(ids)
 
     # stats --------------------------------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         with self._lock:
             files = self.sql.execute("SELECT COUNT(*) FROM files").fetchone()[0]
             images, embedded, segmented = self.sql.execute(
@@ -643,19 +664,19 @@ class Store:
             errors = self.sql.execute("SELECT COUNT(*) FROM errors").fetchone()[0]
         size = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
         index_settings = self.manifest["settings"]
-        return {
-            "files": files,
-            "images": images,
-            "embedded": embedded,
-            "segmented": segmented,
-            "segments": segments,
-            "errors": errors,
-            "image_vectors": self.images.count(),
-            "segment_vectors": self.segments.count(),
-            "disk_bytes": size,
-            "model": f"{index_settings['clip_model']} / {index_settings['clip_pretrained'] or 'random'}",
-            "segmenter": index_settings["segmenter"],
-        }
+        return Stats(
+            files=files,
+            images=images,
+            embedded=embedded,
+            segmented=segmented,
+            segments=segments,
+            errors=errors,
+            image_vectors=self.images.count(),
+            segment_vectors=self.segments.count(),
+            disk_bytes=size,
+            model=f"{index_settings['clip_model']} / {index_settings['clip_pretrained'] or 'random'}",
+            segmenter=index_settings["segmenter"],
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -36,7 +36,7 @@ with st.expander("Model settings", expanded=False):
         }
     )
 
-recent = idx.store.recent_folders()
+recent = idx.recent_folders()
 picked = st.selectbox("Recent folders", ["—"] + recent, index=0)
 folder = st.text_input("Folder to index", value="" if picked == "—" else picked, placeholder="/home/me/Pictures")
 problem = check_folder(folder, s.allowed_roots) if folder else None
@@ -85,10 +85,10 @@ progress()
 stats = idx.stats()
 st.subheader("Index")
 cols = st.columns(4)
-cols[0].metric("Images", stats["images"])
-cols[1].metric("Segments", stats["segments"])
-cols[2].metric("Disk", f"{stats['disk_bytes'] / 1e6:.1f} MB")
-cols[3].metric("Model", stats["model"])
+cols[0].metric("Images", stats.images)
+cols[1].metric("Segments", stats.segments)
+cols[2].metric("Disk", f"{stats.disk_bytes / 1e6:.1f} MB")
+cols[3].metric("Model", stats.model)
 
 errors = idx.errors()
 st.subheader(f"Files not indexed ({len(errors)})")

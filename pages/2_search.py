@@ -33,7 +33,7 @@ opacity = d1.slider("Mask opacity", 0.0, 1.0, 0.45, 0.05)
 outline = d2.checkbox("Outline", value=True)
 box = d3.checkbox("Box", value=True)
 
-if idx.store.image_count() == 0:
+if idx.image_count() == 0:
     st.warning("The index is empty: add a folder on the Index page first.")
     st.stop()
 if not query.strip():

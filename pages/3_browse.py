@@ -11,7 +11,7 @@ views.setup()
 idx = views.index()
 st.title("Browse")
 views.demo_notice(idx)
-total = idx.store.image_count()
+total = idx.image_count()
 if total == 0:
     st.warning("The index is empty: add a folder on the Index page first.")
     st.stop()
@@ -19,7 +19,8 @@ if total == 0:
 pages = max(1, -(-total // PAGE))
 page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1)
 columns = st.columns(6)
-for i, (sha, path) in enumerate(idx.store.image_page((page - 1) * PAGE, PAGE)):
+for i, row in enumerate(idx.image_page((page - 1) * PAGE, PAGE)):
+    sha, path = row.sha256, row.path
     with columns[i % 6]:
         image = views.picture(idx, path, sha, 256)
         if image is not None:
@@ -33,7 +34,7 @@ if chosen:
     sha, path = chosen
     st.divider()
     st.subheader(Path(path).name)
-    segments = idx.store.segments_of(sha)
+    segments = idx.segments_of(sha)
     left, right = st.columns([2, 1])
     with left:
         image = views.picture(idx, path, sha, views.LARGE)

@@ -14,7 +14,7 @@ idx = views.index()
 store = views.judgments()
 st.title("Annotate & evaluate")
 views.demo_notice(idx)
-if idx.store.image_count() == 0:
+if idx.image_count() == 0:
     st.warning("The index is empty: add a folder on the Index page first.")
     st.stop()
 

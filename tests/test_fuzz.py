@@ -297,9 +297,9 @@ def test_indexing_a_fuzzed_folder_through_the_cli_accounts_for_every_file(tmp_pa
     assert n_failed == len(failed) and embedded + reused == len(files)
     assert embedded + reused + n_failed == len(every_file)  # each file counted once
     assert found == len(every_file)  # the special files refused while walking count too
-    assert segmented == stats["images"] == stats["embedded"] == stats["segmented"]
-    assert stats["files"] == len(files) and stats["errors"] == len(failed)
-    assert stats["image_vectors"] == stats["images"] and stats["segment_vectors"] == stats["segments"] > 0
+    assert segmented == stats.images == stats.embedded == stats.segmented
+    assert stats.files == len(files) and stats.errors == len(failed)
+    assert stats.image_vectors == stats.images and stats.segment_vectors == stats.segments > 0
 
     listed = run_irs("errors", "--db", str(db), "--json")
     assert listed.returncode == 0 and "Traceback" not in listed.stderr

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from irs.index import Index
 from irs.query import EMPTY_QUERY, NOTHING_WANTED, ParsedQuery, Phrase
 from irs.records import SearchResult
-from irs.search import rank
+from irs.search import embed_query, rank
 from irs.settings import load_settings
 
 SECONDS_PER_SEARCH = 5.0
@@ -160,7 +160,7 @@ def test_rank_ends_even_when_every_weight_is_zero(indexed):
     parsed = ParsedQuery(
         "0:cat -dog", (Phrase("cat", "left", 0.0), Phrase("star", None, 0.0)), (), (Phrase("dog", None, 0.0),), True
     )
-    vectors = indexed.query_vectors(parsed)
+    vectors = embed_query(indexed.embedder, parsed)
     for pools in [(1, 1), (0, 3), (100, 400)]:
         settings = indexed.settings.replace(image_pool=pools[0], segment_pool=pools[1])
         results = rank(indexed.store, parsed, vectors, 3, settings)

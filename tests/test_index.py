@@ -18,9 +18,9 @@ from irs.synthetic import write_folder
 def counts(index: Index) -> tuple[int, int, int, int]:
     """(files, images, image vectors, segment vectors), checking SQLite and Chroma agree."""
     s = index.stats()
-    assert index.store.images.count() == s["images"]
-    assert index.store.segments.count() == s["segments"]
-    return s["files"], s["images"], index.store.images.count(), index.store.segments.count()
+    assert index.store.images.count() == s.images
+    assert index.store.segments.count() == s.segments
+    return s.files, s.images, index.store.images.count(), index.store.segments.count()
 
 
 def test_index_then_search_finds_segments(index, scenes_folder, tmp_path):
@@ -106,7 +106,7 @@ def test_bad_files_are_recorded_and_the_batch_goes_on(index, tmp_path):
 
 def test_whole_images_are_searchable_before_segmentation(index, scenes_folder):
     report = index.add_folder(scenes_folder, segment=False)
-    assert report.segmented == 0 and index.stats()["segments"] == 0
+    assert report.segmented == 0 and index.stats().segments == 0
     results = index.search("a blue square", k=3)
     assert len(results) == 3 and all(r.segment is None for r in results)
     assert all(
@@ -130,7 +130,7 @@ def test_stop_then_resume(index, scenes_folder):
     assert str(seen[-1]).startswith("segment: 3/8 images")
     report = index.add_folder(scenes_folder)
     assert not report.stopped and (report.unchanged, report.segmented) == (8, 5)
-    assert index.stats()["segmented"] == 8
+    assert index.stats().segmented == 8
 
 
 def test_two_folders_do_not_remove_each_other(index, tmp_path):
@@ -138,7 +138,7 @@ def test_two_folders_do_not_remove_each_other(index, tmp_path):
     write_folder(tmp_path / "b", 2, seed=2, side=96)
     index.add_folder(tmp_path / "a")
     index.add_folder(tmp_path / "b")
-    assert index.stats()["files"] == 4
+    assert index.stats().files == 4
 
 
 def test_reopen_without_flags_uses_the_databases_settings(index, scenes_folder, monkeypatch):
@@ -215,7 +215,7 @@ def test_a_batch_the_model_fails_on_is_retried_file_by_file(index, tmp_path, mon
     assert reasons(index) == {
         "white.png": "embedding failed: RuntimeError: CUDA error: an illegal memory access was encountered"
     }
-    assert index.stats()["images"] == 5 and index.check().ok
+    assert index.stats().images == 5 and index.check().ok
 
 
 def test_an_image_the_segmenter_fails_on_stays_pending_and_is_listed(test_settings, tmp_path, monkeypatch):
@@ -236,7 +236,7 @@ def test_an_image_the_segmenter_fails_on_stays_pending_and_is_listed(test_settin
         report = index.add_folder(folder)
         assert (report.added, report.segmented) == (5, 4)
         assert reasons(index) == {"black.png": "segmentation failed: ValueError: no masks could be decoded"}
-        assert index.stats()["segmented"] == 4 and index.check().ok
+        assert index.stats().segmented == 4 and index.check().ok
         monkeypatch.setattr(irs.index, "segment_images", real)  # fixed: the next run finishes it
         assert index.add_folder(folder).segmented == 1 and reasons(index) == {}
 

@@ -144,7 +144,7 @@ def test_bad_input_folder_flags_each_bad_file_with_its_reason_and_indexes_the_re
     for name in flagged:
         assert reasons[name].startswith(EXPECTED[name]), (name, reasons[name])
     assert report.added == len(EXPECTED) - len(flagged)
-    assert index.stats()["files"] == len(EXPECTED) - len(flagged)
+    assert index.stats().files == len(EXPECTED) - len(flagged)
 
 
 # --- only regular files are read, and never by blocking -------------------------------------------

@@ -55,14 +55,14 @@ def test_sigkill_at_any_moment_then_rerun_is_complete_and_clean(tmp_path):
     settings = load_settings({"db": str(db)}, environ={})
     with Index(settings) as index:
         s = index.stats()
-        assert (s["files"], s["images"], s["embedded"], s["segmented"]) == (n, n, n, n)
+        assert (s.files, s.images, s.embedded, s.segmented) == (n, n, n, n)
         assert index.store.images.count() == n
-        assert index.store.segments.count() == s["segments"]
+        assert index.store.segments.count() == s.segments
         ids = index.store.segments.get(include=[])["ids"]
         assert len(ids) == len(set(ids))
-        interrupted = s["segments"]
+        interrupted = s.segments
 
     # an uninterrupted run over the same folder stores exactly the same segments
     with Index(settings.replace(db=str(tmp_path / "clean"))) as clean:
         clean.add_folder(folder)
-        assert clean.stats()["segments"] == interrupted
+        assert clean.stats().segments == interrupted

@@ -5,7 +5,7 @@ import pytest
 
 from irs.query import parse_query
 from irs.records import Segment
-from irs.search import WHOLE_IMAGE, rank, score_image
+from irs.search import WHOLE_IMAGE, embed_query, rank, score_image
 
 
 def brute_force(index, parsed, vectors, settings) -> list[tuple[str, float]]:
@@ -54,7 +54,7 @@ def test_rank_agrees_with_brute_force_for_any_pool_size(index, scenes_folder, im
     )
     for text in QUERIES:
         parsed = parse_query(text)
-        vectors = index.query_vectors(parsed)
+        vectors = embed_query(index.embedder, parsed)
         expected = brute_force(index, parsed, vectors, settings)[:4]
         got = rank(index.store, parsed, vectors, 4, settings)
         assert [r.score for r in got] == pytest.approx([s for _, s in expected], abs=1e-5), text
@@ -68,7 +68,7 @@ def test_whole_image_mode_ignores_segments(index, scenes_folder):
     index.add_folder(scenes_folder)
     settings = index.settings.replace(weight_segment=0.0, weight_image=1.0)
     parsed = parse_query("a red circle in the top left")
-    vectors = index.query_vectors(parsed)
+    vectors = embed_query(index.embedder, parsed)
     got = rank(index.store, parsed, vectors, 3, settings)
     imgs = index.store.images.get(include=["embeddings"])
     sims = sorted((float(np.asarray(v) @ vectors.whole) for v in imgs["embeddings"]), reverse=True)[:3]
@@ -79,7 +79,7 @@ def test_whole_image_mode_ignores_segments(index, scenes_folder):
 def test_best_segment_is_the_most_similar_one(index, scenes_folder):
     index.add_folder(scenes_folder)
     parsed = parse_query("a yellow triangle")
-    vectors = index.query_vectors(parsed)
+    vectors = embed_query(index.embedder, parsed)
     query = vectors.phrases[0]
     for r in rank(index.store, parsed, vectors, 3, index.settings):
         stored = [(seg, vec) for sha, seg, vec in index.store.segment_vectors([r.sha256])]

@@ -104,7 +104,7 @@ def clean_segments(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> in
     settings = load_settings({"profile": "test", "db": str(tmp_path_factory.mktemp("clean") / "db")}, environ={})
     with Index(settings) as clean:
         clean.add_folder(photos)
-        return clean.stats()["segments"]
+        return clean.stats().segments
 
 
 def server_env(server: ChromaServer, **extra: str) -> dict[str, str]:
@@ -190,8 +190,8 @@ def assert_complete(index: Index, clean_segments: int) -> None:
     """Every image is embedded and segmented, and the segments are exactly those of an uninterrupted run
     (none lost, none doubled)."""
     s = index.stats()
-    assert (s["files"], s["images"], s["embedded"], s["segmented"], s["image_vectors"]) == (N, N, N, N, N), s
-    assert s["segments"] == s["segment_vectors"] == clean_segments, s
+    assert (s.files, s.images, s.embedded, s.segmented, s.image_vectors) == (N, N, N, N, N), s
+    assert s.segments == s.segment_vectors == clean_segments, s
     ids = index.store.segments.get(include=[])["ids"]
     assert len(ids) == len(set(ids)) == clean_segments
 
@@ -293,7 +293,7 @@ def test_server_killed_mid_index_says_so_and_a_rerun_completes(tmp_path, photos,
     check = irs(db, "check", env=env)
     assert check.returncode == 0 and check.stdout.strip() == "SQLite and Chroma agree", check.stdout + check.stderr
     stats = json.loads(irs(db, "stats", env=env).stdout)
-    assert (stats["embedded"], stats["segmented"], stats["segments"]) == (N, N, clean_segments), stats
+    assert (stats.embedded, stats.segmented, stats.segments) == (N, N, clean_segments), stats
     with server_index(db, server) as index:
         assert_complete(index, clean_segments)
 

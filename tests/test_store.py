@@ -36,7 +36,7 @@ def test_writes_respect_chromas_batch_limit(index, scenes_folder, monkeypatch):
     monkeypatch.setattr(index.store.segments, "upsert", spy)
     index.add_folder(scenes_folder)
     assert sizes and max(sizes) <= 2
-    assert index.store.segments.count() == index.stats()["segments"]
+    assert index.store.segments.count() == index.stats().segments
 
 
 def test_garbage_collection_removes_vectors_no_file_refers_to(index, scenes_folder):
@@ -45,8 +45,8 @@ def test_garbage_collection_removes_vectors_no_file_refers_to(index, scenes_fold
     index.store.forget_paths(paths[:3])
     assert index.store.collect_garbage() == 3
     s = index.stats()
-    assert s["images"] == 5 and index.store.images.count() == 5
-    assert index.store.segments.count() == s["segments"]
+    assert s.images == 5 and index.store.images.count() == 5
+    assert index.store.segments.count() == s.segments
 
 
 def ranking(index: Index, query: str) -> list[tuple[str, float, int | None]]:
@@ -69,7 +69,7 @@ def test_a_lost_vector_store_is_reported_and_rebuilt_to_the_same_results(test_se
         report = index.add_folder(scenes_folder)  # index repairs on its own
         assert (report.added, report.segmented, report.failed) == (8, 8, [])
         assert index.check().ok and index.problem is None
-        assert index.stats()["segments"] == stats["segments"] == index.store.segments.count()
+        assert index.stats().segments == stats.segments == index.store.segments.count()
         assert {q: ranking(index, q) for q in before} == before
 
 
@@ -89,7 +89,7 @@ def test_check_repair_deletes_stray_vectors_and_restores_missing_ones(index, sce
     found, report = index.repair()
     assert not found.ok and (report.added, report.segmented, report.failed) == (1, 1, [])
     assert index.check().ok
-    assert index.store.images.count() == 8 and index.store.segments.count() == index.stats()["segments"]
+    assert index.store.images.count() == 8 and index.store.segments.count() == index.stats().segments
 
 
 def test_a_damaged_catalog_says_so_and_how_to_rebuild(test_settings, scenes_folder):
