@@ -16,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from irs.catalog import damaged_message
 from irs.evaluate import MODES, format_table, load_coco_captions, load_jsonl, load_karpathy, score_queries
 from irs.index import Index, IndexReport, Progress
 from irs.locks import DatabaseBusy
 from irs.models import WeightsError
 from irs.settings import SettingsError, load_settings
-from irs.store import ManifestMismatch, StoreError, damaged_message
+from irs.store import ManifestMismatch, StoreError
 
 T = TypeVar("T")
 

@@ -7,7 +7,6 @@ segmentation finishes. Every step is resumable: rerunning `add_folder` skips wha
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -21,14 +20,14 @@ import torch
 from PIL import Image
 
 from irs.embed import Embedder
-from irs.load import LoadError, check_folder, decode_image, discover, printable, read_file
+from irs.load import LoadError, check_folder, discover, load_image, printable
 from irs.locks import FileLock, writer_lock
 from irs.pipeline import TimeLimitExceeded, Writer, call_with_time_limit, prefetch
 from irs.query import ParsedQuery, Phrase, check_searchable, parse_query
 from irs.records import BadFile, FileEntry, ImageRow, LoadedImage, SearchResult, Segment
 from irs.search import QueryVectors, check_k, embed_query, rank
 from irs.segment import Segmenter, make_segmenter, segment_images
-from irs.settings import Settings, load_settings
+from irs.settings import Settings, load_settings, write_config
 from irs.store import Consistency, Stats, Store
 
 log = logging.getLogger(__name__)
@@ -97,7 +96,8 @@ class Index:
         the settings name (the benchmark's oracle)."""
         self.settings = settings
         self.store = Store(settings, create=create)
-        _write_config(settings)
+        self.catalog = self.store.catalog
+        write_config(settings)
         self._embedder: Embedder | None = None
         self._segmenter: Segmenter | None = segmenter
         self._segmenter_loaded = segmenter is not None
@@ -161,29 +161,28 @@ class Index:
         entries, problems = discover(root, self.settings.extensions, self.settings.allowed_roots)
         with self._writing():
             self._reconcile()
-            self.store.remember_folder(str(root))
+            self.catalog.remember_folder(str(root))
             report.found = len(entries) + len(problems)  # every image-named thing seen, usable or not
             report.failed.extend(problems)
-            self.store.record_errors(problems)  # listed at once: a killed run still shows them
+            self.catalog.record_errors(problems)  # listed at once: a killed run still shows them
 
-            known = self.store.known_files()
+            known = self.catalog.known_files()
             on_disk = {e.path for e in entries}
             prefix = str(root) + os.sep
             vanished = [p for p in known if p.startswith(prefix) and p not in on_disk]
             self.store.forget_paths(vanished)
-            self.store.clear_errors(vanished)
+            self.catalog.clear_errors(vanished)
             report.removed = len(vanished)
 
             todo = []
             for entry in entries:
                 old = known.get(entry.path)
-                state = self.store.image_state(old[0]) if old else None
-                if old and old[1:] == (entry.size, entry.mtime_ns) and state and state[0]:
+                if old and old.unchanged(entry) and not self._unseen(old.sha256):
                     report.unchanged += 1
                 else:
                     todo.append(entry)
             # files elsewhere whose vectors a repair found missing
-            todo += [e for e in self.store.unembedded_files() if e.path not in on_disk]
+            todo += [e for e in self.catalog.unembedded_files() if e.path not in on_disk]
             return self._run_stages(todo, report, progress, stop, segment)
 
     def check(self) -> Consistency:
@@ -200,7 +199,7 @@ class Index:
             if not found.ok:
                 self.store.repair(found)
             self.problem = None
-            return found, self._run_stages(self.store.unembedded_files(), IndexReport(), progress, stop, True)
+            return found, self._run_stages(self.catalog.unembedded_files(), IndexReport(), progress, stop, True)
 
     def _writing(self) -> FileLock:
         """The database's writer lock, for the length of a `with`."""
@@ -228,7 +227,7 @@ class Index:
         if not stopped and segment and self.segmenter is not None:
             stopped = self._segment_pending(report, progress, stop)
         self.store.collect_garbage()
-        self.store.record_errors(report.failed)
+        self.catalog.record_errors(report.failed)
         report.stopped = stopped
         return report
 
@@ -255,19 +254,18 @@ class Index:
     def _prepare(self, entry: FileEntry) -> Prepared:
         """Worker side of stage 1: read, hash, and (for unseen bytes) decode and preprocess one file."""
         try:
-            data = read_file(entry.path)
+            image = load_image(entry.path, self.settings.max_pixels, self.settings.work_max_side, self._unseen)
         except LoadError as err:
             return Prepared(entry, error=str(err))
-        sha = hashlib.sha256(data).hexdigest()
-        state = self.store.image_state(sha)
-        if state and state[0]:
-            return Prepared(entry, sha)  # same bytes seen before: reuse the vectors
-        try:
-            image = decode_image(data, self.settings.max_pixels, self.settings.work_max_side, entry.path)
-        except LoadError as err:
-            return Prepared(entry, sha, error=str(err))
+        if image.pixels is None:
+            return Prepared(entry, image.sha256)  # same bytes seen before: reuse the vectors
         pixels = self.embedder.clip.preprocess(Image.fromarray(image.pixels))
-        return Prepared(entry, sha, pixels, image.width, image.height)
+        return Prepared(entry, image.sha256, pixels, image.width, image.height)
+
+    def _unseen(self, sha: str) -> bool:
+        """Whether these bytes still need a whole-image vector."""
+        state = self.catalog.image_state(sha)
+        return not (state and state.embedded)
 
     def _embed_files(
         self, todo: list[FileEntry], report: IndexReport, progress: ProgressFn | None, stop: threading.Event | None
@@ -306,7 +304,7 @@ class Index:
         listed at once, so a killed run still shows it."""
         report.failed.append(bad)
         writer.submit(self.store.forget_paths, [bad.path])
-        writer.submit(self.store.record_errors, [bad])
+        writer.submit(self.catalog.record_errors, [bad])
 
     def _flush_images(self, batch: list[Prepared], writer: Writer, report: IndexReport) -> None:
         """Embed a batch of whole images and queue their writes. If the model fails on the batch, each
@@ -334,8 +332,8 @@ class Index:
     def _segment_pending(self, report: IndexReport, progress: ProgressFn | None, stop: threading.Event | None) -> bool:
         """Stage 2: segment every embedded image that has no segments yet; the crops of several images
         are embedded together. Returns True if stopped."""
-        pending = self.store.pending_segmentation()
-        paths = self.store.paths_of(pending)
+        pending = self.catalog.pending_segmentation()
+        paths = self.catalog.paths_of(pending)
         started = time.monotonic()
         waiting: list[tuple[str, list[Segment], torch.Tensor]] = []  # segmented, not yet embedded
         writer = Writer()
@@ -412,25 +410,22 @@ class Index:
         for sha, segments, _ in waiting:
             items.append((sha, segments, vectors[start : start + len(segments)]))
             start += len(segments)
-        writer.submit(self.store.add_segments_many, items)
+        writer.submit(self.store.add_segments, items)
         # an earlier run's failure for these images (a segmentation that now worked) is over
-        writer.submit(self.store.clear_errors, [path for sha, _, _ in waiting for path in paths.get(sha, [])])
+        writer.submit(self.catalog.clear_errors, [path for sha, _, _ in waiting for path in paths.get(sha, [])])
 
     def _load_any(self, paths: list[str], sha: str) -> tuple[LoadedImage | None, list[BadFile]]:
         """Decode the first path that still holds these bytes (and the problems met on the way)."""
         problems = []
         for path in paths:
             try:
-                data = read_file(path)
+                image = load_image(path, self.settings.max_pixels, self.settings.work_max_side, sha.__eq__)
             except LoadError as err:
                 problems.append(BadFile(path, str(err)))
                 continue
-            if hashlib.sha256(data).hexdigest() != sha:
-                continue  # changed since stage 1; the next run re-embeds it
-            try:
-                return decode_image(data, self.settings.max_pixels, self.settings.work_max_side, path), problems
-            except LoadError as err:
-                problems.append(BadFile(path, str(err)))
+            if image.pixels is not None:
+                return image, problems
+            # changed since stage 1: the next run re-embeds it
         return None, problems
 
     # search ---------------------------------------------------------------------------------------
@@ -449,9 +444,9 @@ class Index:
         """Images like a stored image, or like one of its segments (k as in `search`)."""
         k = check_k(k)
         if segment_index is None:
-            vector = self.store.image_vectors([sha256]).get(sha256)
+            vector = self.store.vectors.image_vectors([sha256]).get(sha256)
         else:
-            vector = self.store.segment_vector(sha256, segment_index)
+            vector = self.store.vectors.segment_vector(sha256, segment_index)
         if vector is None:
             return []
         label = "(this image)" if segment_index is None else f"(segment {segment_index})"
@@ -460,7 +455,7 @@ class Index:
 
     def errors(self) -> list[BadFile]:
         """Files that could not be indexed, with reasons."""
-        return self.store.errors()
+        return self.catalog.errors()
 
     def stats(self) -> Stats:
         """What the database holds (counts, vectors, size on disk, model)."""
@@ -469,23 +464,23 @@ class Index:
     # reads for the pages -------------------------------------------------------------------------
     def image_count(self) -> int:
         """Indexed images (cheap: no disk walk, unlike stats())."""
-        return self.store.image_count()
+        return self.catalog.image_count()
 
     def image_page(self, offset: int, limit: int) -> list[ImageRow]:
         """Indexed images in path order, `limit` of them from `offset`, for browsing."""
-        return self.store.image_page(offset, limit)
+        return self.catalog.image_page(offset, limit)
 
     def segments_of(self, sha256: str) -> list[Segment]:
         """An image's segments with their masks, best first."""
-        return self.store.segments_of(sha256)
+        return self.catalog.segments_of(sha256)
 
     def segment(self, sha256: str, index: int) -> Segment | None:
         """One stored segment with its mask, or None."""
-        return self.store.segment(sha256, index)
+        return self.catalog.segment(sha256, index)
 
     def recent_folders(self, limit: int = 10) -> list[str]:
         """Folders indexed into this database, most recent first."""
-        return self.store.recent_folders(limit)
+        return self.catalog.recent_folders(limit)
 
     def close(self) -> None:
         self.store.close()
@@ -499,31 +494,3 @@ class Index:
 
 def _is_set(event: threading.Event | None) -> bool:
     return event is not None and event.is_set()
-
-
-def _write_config(settings: Settings) -> None:
-    """On creation, record the profile and index settings in db/irs.toml so reopening needs no flags."""
-    path = Path(settings.db) / "irs.toml"
-    if path.exists():
-        return
-    lines = [
-        "# Written when this database was created. Index settings must stay as they are.",
-        f"profile = {_toml(settings.profile)}",
-    ]
-    lines += [f"{k} = {_toml(v)}" for k, v in settings.index_fingerprint().items()]
-    # written aside and linked into place: a process opening the database at the same moment
-    # sees the whole file or none
-    part = path.with_name(f".irs.toml.{os.getpid()}.{threading.get_ident()}")
-    part.write_text("\n".join(lines) + "\n")
-    try:
-        os.link(part, path)
-    except FileExistsError:
-        pass
-    finally:
-        part.unlink()
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)

@@ -11,6 +11,7 @@ import io
 import os
 import stat
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -207,9 +208,15 @@ def file_kind(mode: int) -> str:
     return "special file"
 
 
-def load_image(path: str, max_pixels: int, max_side: int) -> LoadedImage:
-    """Read and decode `path` (see read_file and decode_image)."""
-    return decode_image(read_file(path), max_pixels, max_side, path)
+def load_image(path: str, max_pixels: int, max_side: int, wanted: Callable[[str], bool] | None = None) -> LoadedImage:
+    """Read `path`, hash its bytes, and decode them (see read_file and decode_image): the one place a
+    file is read, hashed and decoded. With `wanted`, bytes whose sha256 it refuses are not decoded (the
+    image comes back with pixels None): content already indexed, or changed since it was listed."""
+    data = read_file(path)
+    sha = hashlib.sha256(data).hexdigest()
+    if wanted is not None and not wanted(sha):
+        return LoadedImage(path=path, sha256=sha, width=0, height=0, pixels=None)
+    return decode_image(data, max_pixels, max_side, path, sha)
 
 
 # The formats irs decodes (JPEG covers MPO). Image.open would otherwise try every PIL plugin, some
@@ -230,16 +237,16 @@ _ORIENTATION = {
 }
 
 
-def decode_image(data: bytes, max_pixels: int, max_side: int, path: str = "") -> LoadedImage:
+def decode_image(data: bytes, max_pixels: int, max_side: int, path: str = "", sha256: str = "") -> LoadedImage:
     """Decode image bytes to RGB, EXIF orientation applied, longest side at most `max_side`.
 
     Any bad input raises LoadError (and nothing else): PIL and its C decoders raise almost every
     exception type on corrupt data. Multi-frame files (GIF, APNG, multi-page TIFF, MPO) give
-    their first frame.
+    their first frame. `sha256` is the bytes' hash when the caller has it already.
     """
     if not data:
         raise LoadError("empty file (0 bytes)")
-    sha = hashlib.sha256(data).hexdigest()
+    sha = sha256 or hashlib.sha256(data).hexdigest()
 
     with warnings.catch_warnings():
         # irs applies its own pixel cap below; PIL's warning (or error, at twice its own cap) is noise.

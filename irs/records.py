@@ -31,7 +31,7 @@ class LoadedImage:
     sha256: str
     width: int  # original size, after EXIF orientation
     height: int
-    pixels: np.ndarray  # HxWx3 uint8 at working resolution
+    pixels: np.ndarray | None  # HxWx3 uint8 at working resolution; None when read and hashed but not decoded
 
 
 @dataclass

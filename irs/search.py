@@ -255,7 +255,7 @@ def _upper_bound(parsed: ParsedQuery, unit_bounds: dict[int, float], image_sim: 
 def rank(store: Store, parsed: ParsedQuery, vectors: QueryVectors, k: int, settings: Settings) -> list[SearchResult]:
     """The k best images for a parsed query (see the module doc); fewer when fewer are indexed."""
     _check_weights(settings)
-    total_images, total_segments = store.images.count(), store.segments.count()
+    total_images, total_segments = store.vectors.image_count(), store.vectors.segment_count()
     k = min(k, total_images)  # a huge k allocates nothing and never asks Chroma for more than there is
     if k <= 0:
         return []
@@ -294,7 +294,7 @@ def _rank_pools(
 ) -> tuple[list[Candidate], float | None]:
     """The top k candidates of these pools, scored exactly, and a bound on any image outside them (None
     when every image is in them)."""
-    image_sims = store.query_images(vectors.whole, pools.images)
+    image_sims = store.vectors.query_images(vectors.whole, pools.images)
     # an image outside the pool is no more similar than the pool's last one (an empty pool tells nothing)
     image_floor = min(image_sims.values(), default=1.0) if len(image_sims) < pools.total_images else None
     use_segments = settings.weight_segment > 0
@@ -302,7 +302,7 @@ def _rank_pools(
     phrase_hits: list[dict[str, list[tuple[Segment, float]]]] = []
     floors: list[float | None] = []
     for vec in vectors.phrases:
-        hits = store.query_segments(vec, pools.segments) if use_segments else []
+        hits = store.vectors.query_segments(vec, pools.segments) if use_segments else []
         by_image: dict[str, list[tuple[Segment, float]]] = {}
         for hit in hits:
             by_image.setdefault(hit.sha256, []).append((hit.segment, hit.similarity))
@@ -311,7 +311,7 @@ def _rank_pools(
         floors.append(hits[-1].similarity if hits and len(hits) < pools.total_segments else None)
 
     shas = list(dict.fromkeys([*image_sims, *(sha for hits in phrase_hits for sha in hits)]))
-    for sha, vec in store.image_vectors([s for s in shas if s not in image_sims]).items():
+    for sha, vec in store.vectors.image_vectors([s for s in shas if s not in image_sims]).items():
         image_sims[sha] = float(vec @ vectors.whole)
     candidates = {
         sha: Candidate(sha, image_sims[sha], [hits.get(sha, []) for hits in phrase_hits])
@@ -387,7 +387,7 @@ def _score_fetched(
     if use_segments:
         for sha, seg, vec in store.segment_vectors(list(fetched)):
             fetched[sha].append((seg, vec))
-    image_vecs = store.image_vectors([sha for sha in fetched if not fetched[sha] or vectors.negatives])
+    image_vecs = store.vectors.image_vectors([sha for sha in fetched if not fetched[sha] or vectors.negatives])
     phrase_matrix = np.stack(vectors.phrases).T
     for cand in todo:
         sha = cand.sha256
@@ -416,7 +416,7 @@ def _whole_image_only(image_sim: float, negative: float, settings: Settings) -> 
 
 
 def _results(store: Store, parsed: ParsedQuery, top: list[Candidate]) -> list[SearchResult]:
-    paths = store.paths_of([c.sha256 for c in top])
+    paths = store.catalog.paths_of([c.sha256 for c in top])
     results = []
     for cand in top:
         if not paths.get(cand.sha256) or cand.scored is UNREADABLE:
@@ -441,4 +441,4 @@ def _stored(store: Store, sha: str, segment: Segment | None) -> Segment | None:
     """The stored segment with its mask; None for the whole-image stand-in."""
     if segment is None or segment.index < 0:
         return None
-    return store.segment(sha, segment.index)
+    return store.catalog.segment(sha, segment.index)

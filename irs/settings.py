@@ -13,6 +13,7 @@ import math
 import numbers
 import os
 import re
+import threading
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -351,3 +352,31 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
         if err.setting not in sources:
             raise
         raise SettingsError(f"{err} (from {sources[err.setting]})", err.setting) from None
+
+
+def write_config(settings: Settings) -> None:
+    """On creation, record the profile and index settings in db/irs.toml so reopening needs no flags."""
+    path = Path(settings.db) / "irs.toml"
+    if path.exists():
+        return
+    lines = [
+        "# Written when this database was created. Index settings must stay as they are.",
+        f"profile = {_toml(settings.profile)}",
+    ]
+    lines += [f"{k} = {_toml(v)}" for k, v in settings.index_fingerprint().items()]
+    # written aside and linked into place: a process opening the database at the same moment
+    # sees the whole file or none
+    part = path.with_name(f".irs.toml.{os.getpid()}.{threading.get_ident()}")
+    part.write_text("\n".join(lines) + "\n")
+    try:
+        os.link(part, path)
+    except FileExistsError:
+        pass
+    finally:
+        part.unlink()
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)

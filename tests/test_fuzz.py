@@ -264,7 +264,7 @@ def catalog(db: Path) -> tuple[set[str], list, dict]:
     from irs.settings import load_settings
 
     with Index(load_settings({"db": str(db)}, environ={}), create=False) as index:
-        return set(index.store.known_files()), index.errors(), index.stats()
+        return set(index.catalog.known_files()), index.errors(), index.stats()
 
 
 @pytest.mark.timeout(300)

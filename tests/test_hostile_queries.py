@@ -188,11 +188,11 @@ def test_k_below_one_is_refused(indexed, k, message):
 def test_a_huge_k_is_capped_at_the_collection(indexed, monkeypatch, k):
     asked = []
     for name in ("query_images", "query_segments"):
-        real = getattr(indexed.store, name)
-        monkeypatch.setattr(indexed.store, name, lambda vec, n, real=real: asked.append(n) or real(vec, n))
+        real = getattr(indexed.store.vectors, name)
+        monkeypatch.setattr(indexed.store.vectors, name, lambda vec, n, real=real: asked.append(n) or real(vec, n))
     results = search_checked(indexed, "a red circle left of a blue square", k)
     assert len(results) == IMAGES
-    most = max(indexed.store.images.count(), indexed.store.segments.count())
+    most = max(indexed.store.vectors.image_count(), indexed.store.vectors.segment_count())
     assert asked and max(asked) <= most
     assert len(indexed.similar(results[0].sha256, k=k)) == IMAGES
 

@@ -18,9 +18,9 @@ from irs.synthetic import write_folder
 def counts(index: Index) -> tuple[int, int, int, int]:
     """(files, images, image vectors, segment vectors), checking SQLite and Chroma agree."""
     s = index.stats()
-    assert index.store.images.count() == s.images
-    assert index.store.segments.count() == s.segments
-    return s.files, s.images, index.store.images.count(), index.store.segments.count()
+    assert index.store.vectors.image_count() == s.images
+    assert index.store.vectors.segment_count() == s.segments
+    return s.files, s.images, index.store.vectors.image_count(), index.store.vectors.segment_count()
 
 
 def test_index_then_search_finds_segments(index, scenes_folder, tmp_path):
@@ -172,18 +172,18 @@ def test_a_fifo_named_like_an_image_is_listed_not_read(index, tmp_path):
 
 @pytest.mark.timeout(60)
 def test_a_decoder_that_hangs_is_abandoned_after_decode_timeout(test_settings, tmp_path, monkeypatch):
-    import irs.index
+    import irs.load
 
     folder = tmp_path / "photos"
     write_folder(folder, 3, seed=9, side=96)
-    real = irs.index.decode_image
+    real = irs.load.decode_image
 
-    def stuck_on_one(data, max_pixels, max_side, path=""):
+    def stuck_on_one(data, max_pixels, max_side, path="", sha256=""):
         if path.endswith("scene_00001.png"):
             time.sleep(30)
-        return real(data, max_pixels, max_side, path)
+        return real(data, max_pixels, max_side, path, sha256)
 
-    monkeypatch.setattr(irs.index, "decode_image", stuck_on_one)
+    monkeypatch.setattr(irs.load, "decode_image", stuck_on_one)
     with Index(test_settings.replace(decode_timeout=0.5)) as index:
         started = time.monotonic()
         report = index.add_folder(folder, segment=False)

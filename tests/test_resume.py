@@ -56,9 +56,9 @@ def test_sigkill_at_any_moment_then_rerun_is_complete_and_clean(tmp_path):
     with Index(settings) as index:
         s = index.stats()
         assert (s.files, s.images, s.embedded, s.segmented) == (n, n, n, n)
-        assert index.store.images.count() == n
-        assert index.store.segments.count() == s.segments
-        ids = index.store.segments.get(include=[])["ids"]
+        assert index.store.vectors.image_count() == n
+        assert index.store.vectors.segment_count() == s.segments
+        ids = index.store.vectors.segments.get(include=[])["ids"]
         assert len(ids) == len(set(ids))
         interrupted = s.segments
 

@@ -22,8 +22,8 @@ from conftest import REPO, cli_env, db_state, free_port
 
 from irs.index import Index
 from irs.settings import load_settings
-from irs.store import _unreachable
 from irs.synthetic import write_folder
+from irs.vectors import transport_error
 
 N = 24  # images in the folder the CLI tests index
 
@@ -192,7 +192,7 @@ def assert_complete(index: Index, clean_segments: int) -> None:
     s = index.stats()
     assert (s.files, s.images, s.embedded, s.segmented, s.image_vectors) == (N, N, N, N, N), s
     assert s.segments == s.segment_vectors == clean_segments, s
-    ids = index.store.segments.get(include=[])["ids"]
+    ids = index.store.vectors.segments.get(include=[])["ids"]
     assert len(ids) == len(set(ids)) == clean_segments
 
 
@@ -205,14 +205,14 @@ def test_index_and_search_through_a_chroma_server(tmp_path, scenes_folder, serve
         assert report.added == 8
         results = index.search("a green star", k=3)
         assert len(results) == 3 and results[0].segment is not None
-        assert index.store.images.count() == 8
+        assert index.store.vectors.image_count() == 8
     assert not (tmp_path / "db" / "chroma").exists()  # vectors live on the server
     assert (tmp_path / "server").exists()
 
 
 @pytest.mark.timeout(60)
 def test_what_the_http_client_raises_when_its_server_dies_is_recognised(server):
-    """Each phase, against a real server: what chromadb's HttpClient raises, and _unreachable on it."""
+    """Each phase, against a real server: what chromadb's HttpClient raises, and transport_error on it."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
@@ -228,14 +228,14 @@ def test_what_the_http_client_raises_when_its_server_dies_is_recognised(server):
     col = chroma.get_or_create_collection("irs-probe", embedding_function=None)
     col.upsert(ids=["a"], embeddings=np.ones((1, 8)))
     # the server answered: its refusals are not "unreachable"
-    assert not _unreachable(raised(lambda: chroma.get_or_create_collection("x", embedding_function=None)))
-    assert not _unreachable(raised(lambda: col.upsert(ids=["b"], embeddings=np.ones((1, 3)))))
-    assert not _unreachable(ValueError("Could not connect to tenant default_tenant. Are you sure it exists?"))
+    assert transport_error(raised(lambda: chroma.get_or_create_collection("x", embedding_function=None))) is None
+    assert transport_error(raised(lambda: col.upsert(ids=["b"], embeddings=np.ones((1, 3))))) is None
+    assert transport_error(ValueError("Could not connect to tenant default_tenant. Are you sure it exists?")) is None
 
     server.kill()
     err = raised(client)  # the client checks tenant and database when it is made
     assert type(err) is ValueError and isinstance(err.__context__, httpx.ConnectError), repr(err)
-    assert _unreachable(err)
+    assert transport_error(err) is not None
     calls = {
         "get_or_create_collection": lambda: chroma.get_or_create_collection("irs-probe", embedding_function=None),
         "upsert": lambda: col.upsert(ids=["a"], embeddings=np.ones((1, 8))),
@@ -246,7 +246,7 @@ def test_what_the_http_client_raises_when_its_server_dies_is_recognised(server):
     }
     for name, call in calls.items():
         err = raised(call)
-        assert type(err) is httpx.ConnectError and _unreachable(err), (name, repr(err))
+        assert type(err) is httpx.ConnectError and transport_error(err) is not None, (name, repr(err))
 
     # back on the same path: the same client and collection work again, and a repeated upsert is harmless
     server.start()
@@ -270,7 +270,7 @@ def test_what_the_http_client_raises_when_its_server_dies_is_recognised(server):
     time.sleep(0.3)
     server.kill()
     worker.join(timeout=10)
-    assert failures and _unreachable(failures[0]), failures
+    assert failures and transport_error(failures[0]) is not None, failures
     assert type(failures[0]) in (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError), repr(failures[0])
 
 

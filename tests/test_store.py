@@ -5,7 +5,8 @@ import pytest
 from chromadb.api.client import SharedSystemClient
 
 from irs.index import Index
-from irs.store import DatabaseMissing, ManifestMismatch, StoreError, segment_id
+from irs.store import DatabaseMissing, ManifestMismatch, StoreError
+from irs.vectors import segment_id
 
 
 def test_opening_with_another_model_is_refused_with_the_difference(index, scenes_folder):
@@ -19,34 +20,24 @@ def test_opening_with_another_model_is_refused_with_the_difference(index, scenes
     assert "new --db" in message
     with pytest.raises(ManifestMismatch, match="max_segments"):
         Index(settings.replace(max_segments=3))
-    # search-only settings may change freely
+    # search-only settings may change freely, and are used
     with Index(settings.replace(weight_image=0.9, image_pool=5)) as again:
-        assert again.search("x", k=1)
-
-
-def test_writes_respect_chromas_batch_limit(index, scenes_folder, monkeypatch):
-    sizes = []
-    original = index.store.segments.upsert
-
-    def spy(**kw):
-        sizes.append(len(kw["ids"]))
-        return original(**kw)
-
-    monkeypatch.setattr(index.store, "batch_limit", 2)
-    monkeypatch.setattr(index.store.segments, "upsert", spy)
-    index.add_folder(scenes_folder)
-    assert sizes and max(sizes) <= 2
-    assert index.store.segments.count() == index.stats().segments
+        results = again.search("a red circle", k=3)
+        assert len(results) == 3
+        for r in results:
+            assert r.parts["fused"] == pytest.approx(
+                0.9 * r.parts["image"] + settings.weight_segment * r.parts["segment"]
+            )
 
 
 def test_garbage_collection_removes_vectors_no_file_refers_to(index, scenes_folder):
     index.add_folder(scenes_folder)
-    paths = list(index.store.known_files())
+    paths = list(index.catalog.known_files())
     index.store.forget_paths(paths[:3])
     assert index.store.collect_garbage() == 3
     s = index.stats()
-    assert s.images == 5 and index.store.images.count() == 5
-    assert index.store.segments.count() == s.segments
+    assert s.images == 5 and index.store.vectors.image_count() == 5
+    assert index.store.vectors.segment_count() == s.segments
 
 
 def ranking(index: Index, query: str) -> list[tuple[str, float, int | None]]:
@@ -69,27 +60,27 @@ def test_a_lost_vector_store_is_reported_and_rebuilt_to_the_same_results(test_se
         report = index.add_folder(scenes_folder)  # index repairs on its own
         assert (report.added, report.segmented, report.failed) == (8, 8, [])
         assert index.check().ok and index.problem is None
-        assert index.stats().segments == stats.segments == index.store.segments.count()
+        assert index.stats().segments == stats.segments == index.store.vectors.segment_count()
         assert {q: ranking(index, q) for q in before} == before
 
 
 def test_check_repair_deletes_stray_vectors_and_restores_missing_ones(index, scenes_folder):
     index.add_folder(scenes_folder)
-    shas = sorted(index.store.known_files().values())
-    victim = shas[0][0]
-    index.store.images.delete(ids=[victim])
-    index.store.segments.delete(ids=[segment_id(shas[1][0], 0)])
-    index.store.images.upsert(ids=["f" * 64], embeddings=[[0.1] * 32])
-    index.store.segments.upsert(ids=["e" * 64 + ":0"], embeddings=[[0.1] * 32])
+    shas = sorted(f.sha256 for f in index.catalog.known_files().values())
+    victim = shas[0]
+    index.store.vectors.images.delete(ids=[victim])
+    index.store.vectors.segments.delete(ids=[segment_id(shas[1], 0)])
+    index.store.vectors.images.upsert(ids=["f" * 64], embeddings=[[0.1] * 32])
+    index.store.vectors.segments.upsert(ids=["e" * 64 + ":0"], embeddings=[[0.1] * 32])
     found = index.check()
-    assert found.missing_images == [victim] and found.missing_segments == [shas[1][0]]
+    assert found.missing_images == [victim] and found.missing_segments == [shas[1]]
     assert found.extra_images == ["f" * 64] and found.extra_segments == ["e" * 64 + ":0"]
     assert "1 image vectors missing" in str(found)
 
     found, report = index.repair()
     assert not found.ok and (report.added, report.segmented, report.failed) == (1, 1, [])
     assert index.check().ok
-    assert index.store.images.count() == 8 and index.store.segments.count() == index.stats().segments
+    assert index.store.vectors.image_count() == 8 and index.store.vectors.segment_count() == index.stats().segments
 
 
 def test_a_damaged_catalog_says_so_and_how_to_rebuild(test_settings, scenes_folder):
