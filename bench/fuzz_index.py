@@ -79,9 +79,9 @@ def open_index(db: str) -> Index:
 def fingerprint(db: str) -> dict:
     """What a database holds, comparable between two runs: path -> sha, path -> reason, sha -> segments."""
     with open_index(db) as index:
-        files = {p: v[0] for p, v in index.store.known_files().items()}
+        files = {p: f.sha256 for p, f in index.catalog.known_files().items()}
         errors = {bad.path: bad.reason for bad in index.errors()}
-        segments = dict(index.store.sql.execute("SELECT sha256, COUNT(*) FROM segments GROUP BY sha256"))
+        segments = {sha: n for sha, n in index.catalog.segment_count(set(files.values())).items() if n}
         stats = index.stats()
         check = index.check()
     return {"files": files, "errors": errors, "segments": segments, "stats": stats.to_json(), "check": str(check)}

@@ -63,7 +63,7 @@ def fill(index: Index, n_images: int, rng: np.random.Generator, centres: np.ndar
             ]
             items.append((sha, segments, seg_vecs))
         t0 = time.perf_counter()
-        store.add_segments_many(items)
+        store.add_segments(items)
         seg_time += time.perf_counter() - t0
     return n_images * SEGMENTS_PER_IMAGE / seg_time
 
@@ -79,7 +79,7 @@ def per_image_insert_rate(index: Index, rng: np.random.Generator, centres: np.nd
             Segment((0, 0, 0.5, 0.5), (0.25, 0.25), 0.25, MASK, (16, 16), 0.9, 0.9, j)
             for j in range(SEGMENTS_PER_IMAGE)
         ]
-        index.store.add_segments(sha, segments, vecs.reshape(-1, dim))
+        index.store.add_segments([(sha, segments, vecs.reshape(-1, dim))])
     return n_images * SEGMENTS_PER_IMAGE / (time.perf_counter() - t0)
 
 
@@ -118,9 +118,9 @@ def measure(index: Index, texts: list[str], k: int) -> dict[str, float]:
         parsed = parse_query(text)
         vectors = embed_query(index.embedder, parsed)
         t0 = time.perf_counter()
-        index.store.query_images(vectors.whole, max(s.image_pool, k))
+        index.store.vectors.query_images(vectors.whole, max(s.image_pool, k))
         for vec in vectors.phrases:
-            index.store.query_segments(vec, max(s.segment_pool, k))
+            index.store.vectors.query_segments(vec, max(s.segment_pool, k))
         bare_t.append(time.perf_counter() - t0)
     ms = 1000.0
     return {

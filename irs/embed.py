@@ -12,6 +12,7 @@ from PIL import Image
 
 from irs.geometry import fit_mask, pad_box
 from irs.models import ClipModel, autocast
+from irs.pipeline import chunks
 from irs.records import Segment
 
 log = logging.getLogger(__name__)
@@ -43,18 +44,16 @@ class Embedder:
     def images(self, images: list[Image.Image]) -> np.ndarray:
         """Embed PIL images through the model's own preprocess; one row per image."""
         out = []
-        for start in range(0, len(images), self.batch_size):
-            batch = torch.stack([self.clip.preprocess(im) for im in images[start : start + self.batch_size]])
-            out.append(self.encode_pixels(batch))
+        for chunk in chunks(images, self.batch_size):
+            out.append(self.encode_pixels(torch.stack([self.clip.preprocess(im) for im in chunk])))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def encode_pixels(self, batch: torch.Tensor) -> np.ndarray:
         """Embed an already preprocessed NCHW batch (in chunks of batch_size)."""
         out = []
         with torch.inference_mode(), self._autocast():
-            for start in range(0, len(batch), self.batch_size):
-                chunk = batch[start : start + self.batch_size].to(self.clip.device, non_blocking=True)
-                out.append(_normalise(self.clip.model.encode_image(chunk)))
+            for chunk in chunks(batch, self.batch_size):
+                out.append(_normalise(self.clip.model.encode_image(chunk.to(self.clip.device, non_blocking=True))))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def texts(self, texts: list[str]) -> np.ndarray:

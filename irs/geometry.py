@@ -6,7 +6,8 @@ import zlib
 
 import numpy as np
 
-from irs.records import Box, Point
+Box = tuple[float, float, float, float]  # normalised x0, y0, x1, y1 in 0..1
+Point = tuple[float, float]  # normalised x, y in 0..1
 
 
 def rle_encode(mask: np.ndarray) -> bytes:

@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from irs.geometry import Box, Point, rle_decode
+
 if TYPE_CHECKING:
     from irs.query import ParsedQuery
-
-Box = tuple[float, float, float, float]  # normalised x0, y0, x1, y1 in 0..1
-Point = tuple[float, float]  # normalised x, y in 0..1
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,6 @@ class Segment:
 
     def mask(self) -> np.ndarray:
         """Decode the mask to an HxW bool array."""
-        from irs.geometry import rle_decode
-
         return rle_decode(self.mask_rle, self.mask_shape)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from irs.records import Box, Point
+from irs.geometry import Box, Point
 
 SHARPNESS = 0.04  # width of the logistic ramps, in image fractions
 RELATION_MARGIN = 0.05  # "left of" wants the subject's centre at least this far left
