@@ -86,14 +86,6 @@ class KnownFile:
 
 
 @dataclass(frozen=True)
-class ImageState:
-    """How far an image (a distinct content) has come: whole-image vector stored, segments stored."""
-
-    embedded: bool
-    segmented: bool
-
-
-@dataclass(frozen=True)
 class CatalogCounts:
     """Rows in the catalog."""
 
@@ -101,8 +93,7 @@ class CatalogCounts:
     images: int
     embedded: int
     segmented: int
-    segments: int  # every segment row
-    done_segments: int  # rows of segmented images: the segment vectors Chroma should hold
+    segments: int
     errors: int
 
 
@@ -181,10 +172,9 @@ class Catalog:
         rows = self._rows("SELECT path, sha256, size, mtime_ns FROM files")
         return {row["path"]: KnownFile(**row) for row in rows}
 
-    def image_state(self, sha: str) -> ImageState | None:
-        """How far an image has come, or None if unknown."""
-        rows = self._rows("SELECT embedded, segmented FROM images WHERE sha256=?", (sha,))
-        return ImageState(bool(rows[0]["embedded"]), bool(rows[0]["segmented"])) if rows else None
+    def is_embedded(self, sha: str) -> bool:
+        """Whether an image's whole-image vector is stored."""
+        return bool(self._rows("SELECT 1 FROM images WHERE sha256=? AND embedded=1", (sha,)))
 
     def add_images(self, rows: list[tuple[str, int, int]]) -> None:
         """Rows for new images (sha256, width, height), not yet embedded; known ones are left as they are."""
@@ -318,11 +308,14 @@ class Catalog:
         row = self._rows(
             "SELECT (SELECT COUNT(*) FROM files) AS files, COUNT(*) AS images, "
             "COALESCE(SUM(embedded), 0) AS embedded, COALESCE(SUM(segmented), 0) AS segmented, "
-            "(SELECT COUNT(*) FROM segments) AS segments, "
-            "(SELECT COUNT(*) FROM segments WHERE sha256 IN (SELECT sha256 FROM images WHERE segmented=1)) "
-            "AS done_segments, (SELECT COUNT(*) FROM errors) AS errors FROM images"
+            "(SELECT COUNT(*) FROM segments) AS segments, (SELECT COUNT(*) FROM errors) AS errors FROM images"
         )[0]
         return CatalogCounts(**row)
+
+    def done_segment_count(self) -> int:
+        """Segment rows of images marked segmented: how many segment vectors Chroma should hold."""
+        query = "SELECT COUNT(*) AS n FROM segments WHERE sha256 IN (SELECT sha256 FROM images WHERE segmented=1)"
+        return int(self._rows(query)[0]["n"])
 
     # errors and folders ---------------------------------------------------------------------------
     def record_errors(self, bad: Iterable[BadFile]) -> None:

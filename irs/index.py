@@ -264,8 +264,7 @@ class Index:
 
     def _unseen(self, sha: str) -> bool:
         """Whether these bytes still need a whole-image vector."""
-        state = self.catalog.image_state(sha)
-        return not (state and state.embedded)
+        return not self.catalog.is_embedded(sha)
 
     def _embed_files(
         self, todo: list[FileEntry], report: IndexReport, progress: ProgressFn | None, stop: threading.Event | None

@@ -200,13 +200,13 @@ class Store:
     def quick_check(self) -> str | None:
         """A cheap comparison of counts (done on every open): a message when Chroma holds fewer vectors
         than the catalog says are stored (a lost or replaced vector store), else None."""
-        counts = self.catalog.counts()
+        embedded, segments = self.catalog.counts().embedded, self.catalog.done_segment_count()
         have_images, have_segments = self.vectors.image_count(), self.vectors.segment_count()
-        if have_images >= counts.embedded and have_segments >= counts.done_segments:
+        if have_images >= embedded and have_segments >= segments:
             return None
         return (
             f"{self.root}: the vector store holds {have_images:,} image and {have_segments:,} segment vectors, "
-            f"the catalog lists {counts.embedded:,} and {counts.done_segments:,}. Run python -m irs check "
+            f"the catalog lists {embedded:,} and {segments:,}. Run python -m irs check "
             f"--repair --db {self.root} (index does it too) to re-embed what is missing"
         )
 
@@ -241,16 +241,10 @@ class Store:
         self.collect_garbage()
 
     def stats(self) -> Stats:
-        counts = self.catalog.counts()
         size = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
         index_settings = self.manifest["settings"]
         return Stats(
-            files=counts.files,
-            images=counts.images,
-            embedded=counts.embedded,
-            segmented=counts.segmented,
-            segments=counts.segments,
-            errors=counts.errors,
+            **asdict(self.catalog.counts()),
             image_vectors=self.vectors.image_count(),
             segment_vectors=self.vectors.segment_count(),
             disk_bytes=size,
