@@ -418,7 +418,7 @@ class Index:
         problems = []
         for path in paths:
             try:
-                image = load_image(path, self.settings.max_pixels, self.settings.work_max_side, sha.__eq__)
+                image = load_image(path, self.settings.max_pixels, self.settings.work_max_side, lambda h: h == sha)
             except LoadError as err:
                 problems.append(BadFile(path, str(err)))
                 continue
