@@ -28,7 +28,7 @@ from report import print_table, row, write_json  # noqa: E402
 from irs.geometry import rle_encode  # noqa: E402
 from irs.index import Index  # noqa: E402
 from irs.query import parse_query  # noqa: E402
-from irs.records import FileEntry, Segment  # noqa: E402
+from irs.records import EmbeddedImage, FileEntry, Segment, SegmentedImage  # noqa: E402
 from irs.search import embed_query  # noqa: E402
 from irs.settings import load_settings  # noqa: E402
 
@@ -48,7 +48,7 @@ def fill(index: Index, n_images: int, rng: np.random.Generator, centres: np.ndar
         count = min(chunk, n_images - start)
         shas = [f"{i:064x}" for i in range(start, start + count)]
         images = clustered(rng, centres, count, 0.35)
-        store.add_images([(sha, 1024, 768) for sha in shas], images)
+        store.add_images([EmbeddedImage(sha, 1024, 768, vec) for sha, vec in zip(shas, images)])
         store.link_files(
             [(FileEntry(f"/photos/{i:07d}.jpg", 1, 1), sha) for i, sha in zip(range(start, start + count), shas)]
         )
@@ -61,7 +61,7 @@ def fill(index: Index, n_images: int, rng: np.random.Generator, centres: np.ndar
                 Segment((x, y, x + 0.2, y + 0.2), (x + 0.1, y + 0.1), 0.04, MASK, (16, 16), 0.9, 0.9, j)
                 for j, (x, y) in enumerate(xy)
             ]
-            items.append((sha, segments, seg_vecs))
+            items.append(SegmentedImage(sha, segments, seg_vecs))
         t0 = time.perf_counter()
         store.add_segments(items)
         seg_time += time.perf_counter() - t0
@@ -79,7 +79,7 @@ def per_image_insert_rate(index: Index, rng: np.random.Generator, centres: np.nd
             Segment((0, 0, 0.5, 0.5), (0.25, 0.25), 0.25, MASK, (16, 16), 0.9, 0.9, j)
             for j in range(SEGMENTS_PER_IMAGE)
         ]
-        index.store.add_segments([(sha, segments, vecs.reshape(-1, dim))])
+        index.store.add_segments([SegmentedImage(sha, segments, vecs.reshape(-1, dim))])
     return n_images * SEGMENTS_PER_IMAGE / (time.perf_counter() - t0)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from irs.pipeline import chunks
-from irs.records import BadFile, FileEntry, ImageRow, Segment
+from irs.records import BadFile, EmbeddedImage, FileEntry, ImageRow, Segment, SegmentedImage
 from irs.version import __version__
 
 log = logging.getLogger(__name__)
@@ -176,8 +176,9 @@ class Catalog:
         """Whether an image's whole-image vector is stored."""
         return bool(self._rows("SELECT 1 FROM images WHERE sha256=? AND embedded=1", (sha,)))
 
-    def add_images(self, rows: list[tuple[str, int, int]]) -> None:
-        """Rows for new images (sha256, width, height), not yet embedded; known ones are left as they are."""
+    def add_images(self, images: list[EmbeddedImage]) -> None:
+        """Rows for new images, not yet marked embedded; known ones are left as they are."""
+        rows = [(image.sha256, image.width, image.height) for image in images]
         with self.transaction():
             self.sql.executemany("INSERT OR IGNORE INTO images (sha256, width, height) VALUES (?, ?, ?)", rows)
 
@@ -253,15 +254,25 @@ class Catalog:
         return [ImageRow(**row) for row in rows]
 
     # segments -------------------------------------------------------------------------------------
-    def replace_segments(self, items: list[tuple[str, list[Segment]]]) -> None:
+    def replace_segments(self, images: list[SegmentedImage]) -> None:
         """Write the segment rows of several images, replacing what they had."""
         rows = [
-            (sha, s.index, *s.bbox, *s.centroid, s.area, s.predicted_iou, s.stability_score, s.mask_rle, *s.mask_shape)
-            for sha, segments in items
-            for s in segments
+            (
+                im.sha256,
+                s.index,
+                *s.bbox,
+                *s.centroid,
+                s.area,
+                s.predicted_iou,
+                s.stability_score,
+                s.mask_rle,
+                *s.mask_shape,
+            )
+            for im in images
+            for s in im.segments
         ]
         with self.transaction():
-            self.sql.executemany("DELETE FROM segments WHERE sha256=?", [(sha,) for sha, _ in items])
+            self.sql.executemany("DELETE FROM segments WHERE sha256=?", [(im.sha256,) for im in images])
             self.sql.executemany(f"INSERT INTO segments (sha256, {SEGMENT_COLUMNS}) VALUES ({'?, ' * 13}?)", rows)
 
     def delete_segments(self, shas: list[str]) -> None:

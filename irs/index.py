@@ -24,7 +24,16 @@ from irs.load import LoadError, check_folder, discover, load_image, printable
 from irs.locks import FileLock, writer_lock
 from irs.pipeline import TimeLimitExceeded, Writer, call_with_time_limit, prefetch
 from irs.query import ParsedQuery, Phrase, check_searchable, parse_query
-from irs.records import BadFile, FileEntry, ImageRow, LoadedImage, SearchResult, Segment
+from irs.records import (
+    BadFile,
+    EmbeddedImage,
+    FileEntry,
+    ImageRow,
+    LoadedImage,
+    SearchResult,
+    Segment,
+    SegmentedImage,
+)
 from irs.search import QueryVectors, check_k, embed_query, rank
 from irs.segment import Segmenter, make_segmenter, segment_images
 from irs.settings import Settings, load_settings, write_config
@@ -323,8 +332,8 @@ class Index:
             for sha in unique:
                 self._flush_images([item for item in batch if item.sha256 == sha], writer, report)
             return
-        rows = [(sha, item.width, item.height) for sha, item in unique.items()]
-        writer.submit(self.store.add_images, rows, vectors)
+        images = [EmbeddedImage(sha, item.width, item.height, v) for (sha, item), v in zip(unique.items(), vectors)]
+        writer.submit(self.store.add_images, images)
         writer.submit(self.store.link_files, [(item.entry, item.sha256) for item in batch])
         report.added += len(batch)
 
@@ -405,11 +414,11 @@ class Index:
             report.failed += [BadFile(path, reason) for path in paths.get(waiting[0][0], [])]
             report.segmented -= 1
             return
-        items, start = [], 0
+        images, start = [], 0
         for sha, segments, _ in waiting:
-            items.append((sha, segments, vectors[start : start + len(segments)]))
+            images.append(SegmentedImage(sha, segments, vectors[start : start + len(segments)]))
             start += len(segments)
-        writer.submit(self.store.add_segments, items)
+        writer.submit(self.store.add_segments, images)
         # an earlier run's failure for these images (a segmentation that now worked) is over
         writer.submit(self.catalog.clear_errors, [path for sha, _, _ in waiting for path in paths.get(sha, [])])
 

@@ -51,6 +51,25 @@ class Segment:
         return rle_decode(self.mask_rle, self.mask_shape)
 
 
+@dataclass
+class EmbeddedImage:
+    """A new image as the store writes it: its identity, its original size, its whole-image vector."""
+
+    sha256: str
+    width: int
+    height: int
+    vector: np.ndarray
+
+
+@dataclass
+class SegmentedImage:
+    """An image's segments with one vector per segment, as the store writes them."""
+
+    sha256: str
+    segments: list[Segment]
+    vectors: np.ndarray  # len(segments) x dim
+
+
 @dataclass(frozen=True)
 class ImageRow:
     """An indexed image as a page lists it: its identity and its first path."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from irs.catalog import Catalog, DatabaseMissing, ManifestMismatch, StoreError
 from irs.locks import open_lock
-from irs.records import FileEntry, Segment
+from irs.records import EmbeddedImage, FileEntry, Segment, SegmentedImage
 from irs.settings import Settings
 from irs.vectors import Vectors, segment_id
 from irs.version import __version__
@@ -150,13 +150,13 @@ class Store:
             raise ManifestMismatch(f"{self.root}: vectors are {stored}-d, this model gives {dim}-d")
 
     # writes, in the order of the module doc ------------------------------------------------------
-    def add_images(self, rows: list[tuple[str, int, int]], vectors: np.ndarray) -> None:
-        """Store whole-image vectors for (sha256, width, height) rows (step 1)."""
-        if not rows:
+    def add_images(self, images: list[EmbeddedImage]) -> None:
+        """Store new images and their whole-image vectors (step 1)."""
+        if not images:
             return
-        self.catalog.add_images(rows)
-        self.vectors.upsert_images([r[0] for r in rows], vectors, [(r[1], r[2]) for r in rows])
-        self.catalog.mark("embedded", [r[0] for r in rows], True)
+        self.catalog.add_images(images)
+        self.vectors.upsert_images(images)
+        self.catalog.mark("embedded", [image.sha256 for image in images], True)
 
     def link_files(self, links: Iterable[tuple[FileEntry, str]]) -> None:
         """Point file paths at their images (step 2); every image must already be embedded."""
@@ -165,13 +165,13 @@ class Store:
         if linked != len(links):
             raise RuntimeError(f"{len(links) - linked} of {len(links)} files point at images not yet embedded")
 
-    def add_segments(self, items: list[tuple[str, list[Segment], np.ndarray]]) -> None:
-        """Replace the segments of several images, each (sha256, segments, one vector per segment) (step 3).
-        One call per batch of images, not per image: Chroma's cost is mostly per call."""
-        shas = [sha for sha, _, _ in items]
+    def add_segments(self, images: list[SegmentedImage]) -> None:
+        """Replace the segments of several images (step 3). One call per batch of images, not per image:
+        Chroma's cost is mostly per call."""
+        shas = [image.sha256 for image in images]
         self._delete_segment_vectors(shas)
-        self.catalog.replace_segments([(sha, segments) for sha, segments, _ in items])
-        self.vectors.upsert_segments(items)
+        self.catalog.replace_segments(images)
+        self.vectors.upsert_segments(images)
         self.catalog.mark("segmented", shas, True)
 
     def _delete_segment_vectors(self, shas: list[str]) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from irs.catalog import StoreError
 from irs.pipeline import chunks
-from irs.records import Segment
+from irs.records import EmbeddedImage, Segment, SegmentedImage
 from irs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,28 +138,27 @@ class Vectors:
         return self.segments.count()
 
     # writes ---------------------------------------------------------------------------------------
-    def upsert_images(self, shas: list[str], vectors: np.ndarray, sizes: list[tuple[int, int]]) -> None:
-        """Whole-image vectors, with each image's (width, height)."""
-        for start, ids in _slices(shas, self.batch_limit):
+    def upsert_images(self, images: list[EmbeddedImage]) -> None:
+        """Whole-image vectors, with each image's width and height."""
+        for chunk in chunks(images, self.batch_limit):
             self.images.upsert(
-                ids=ids,
-                embeddings=vectors[start : start + len(ids)],
-                metadatas=[{"width": w, "height": h} for w, h in sizes[start : start + len(ids)]],
+                ids=[image.sha256 for image in chunk],
+                embeddings=np.stack([image.vector for image in chunk]),
+                metadatas=[{"width": image.width, "height": image.height} for image in chunk],
             )
 
-    def upsert_segments(self, items: list[tuple[str, list[Segment], np.ndarray]]) -> None:
+    def upsert_segments(self, images: list[SegmentedImage]) -> None:
         """The segment vectors of several images, in as few calls as the batch limit allows (Chroma's cost is
         mostly per call)."""
-        ids = [segment_id(sha, s.index) for sha, segments, _ in items for s in segments]
-        metas = [segment_metadata(sha, s) for sha, segments, _ in items for s in segments]
+        self.forget_cached([im.sha256 for im in images])
+        ids = [segment_id(im.sha256, s.index) for im in images for s in im.segments]
+        metas = [segment_metadata(im.sha256, s) for im in images for s in im.segments]
         if not ids:
             return
-        vecs = np.concatenate([np.asarray(v)[: len(segs)] for _, segs, v in items if segs])
-        self.forget_cached([sha for sha, _, _ in items])
-        for start, chunk in _slices(ids, self.batch_limit):
-            self.segments.upsert(
-                ids=chunk, embeddings=vecs[start : start + len(chunk)], metadatas=metas[start : start + len(chunk)]
-            )
+        vecs = np.concatenate([np.asarray(im.vectors)[: len(im.segments)] for im in images if im.segments])
+        n = self.batch_limit
+        for batch in zip(chunks(ids, n), chunks(vecs, n), chunks(metas, n)):
+            self.segments.upsert(ids=batch[0], embeddings=batch[1], metadatas=batch[2])
 
     def delete_images(self, shas: list[str]) -> None:
         for chunk in chunks(shas, self.batch_limit):
@@ -269,14 +268,6 @@ class Vectors:
             if not _unflushed(err):
                 raise
             return {"ids": [[]], **{key: [[]] for key in include}}
-
-
-def _slices(items: list[T], size: int) -> Iterator[tuple[int, list[T]]]:
-    """(offset, chunk) pairs: the chunks of `items` with where each starts, to cut parallel arrays alike."""
-    start = 0
-    for chunk in chunks(items, size):
-        yield start, chunk
-        start += len(chunk)
 
 
 class _Retrying:

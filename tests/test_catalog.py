@@ -5,13 +5,14 @@ import sqlite3
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from chromadb.api.client import SharedSystemClient
 
 from irs.catalog import SCHEMA_VERSION, Catalog, StoreError
 from irs.geometry import rle_encode
 from irs.index import Index
-from irs.records import FileEntry, Segment
+from irs.records import EmbeddedImage, FileEntry, Segment, SegmentedImage
 from irs.settings import load_settings
 
 OLD_DB = Path(__file__).parent / "data" / "db-schema0.tar.gz"  # made by irs at 2b42185, see expected.json in it
@@ -77,17 +78,19 @@ def segment(index: int, x: float) -> Segment:
 
 def test_rows_come_back_as_written(tmp_path):
     catalog = Catalog(tmp_path / "irs.sqlite")
-    catalog.add_images([("a" * 64, 640, 480)])
+    catalog.add_images([EmbeddedImage("a" * 64, 640, 480, np.zeros(4))])
     catalog.mark("embedded", ["a" * 64], True)
     assert catalog.link_files([(FileEntry("/p/x.jpg", 10, 123), "a" * 64)]) == 1
     known = catalog.known_files()["/p/x.jpg"]
     assert known.sha256 == "a" * 64 and known.unchanged(FileEntry("/p/x.jpg", 10, 123))
     assert not known.unchanged(FileEntry("/p/x.jpg", 11, 123))
     written = [segment(0, 0.1), segment(1, 0.5)]
-    catalog.replace_segments([("a" * 64, written)])
+    catalog.replace_segments([SegmentedImage("a" * 64, written, np.zeros((2, 4)))])
     assert catalog.segments_of("a" * 64) == written
     assert catalog.segment("a" * 64, 1) == written[1] and catalog.segment("a" * 64, 2) is None
-    catalog.replace_segments([("a" * 64, written[:1])])  # replacing leaves no stale rows
+    catalog.replace_segments(
+        [SegmentedImage("a" * 64, written[:1], np.zeros((1, 4)))]
+    )  # replacing leaves no stale rows
     assert catalog.segment_count(["a" * 64, "b" * 64]) == {"a" * 64: 1, "b" * 64: 0}
     counts = catalog.counts()
     assert (counts.files, counts.images, counts.embedded, counts.segmented, counts.segments) == (1, 1, 1, 0, 1)
@@ -96,10 +99,10 @@ def test_rows_come_back_as_written(tmp_path):
 
 def test_a_file_is_never_linked_to_an_image_without_its_vector(tmp_path, test_settings):
     catalog = Catalog(tmp_path / "irs.sqlite")
-    catalog.add_images([("b" * 64, 64, 64)])  # row written, vector not yet stored
+    catalog.add_images([EmbeddedImage("b" * 64, 64, 64, np.zeros(4))])  # row written, vector not yet stored
     assert catalog.link_files([(FileEntry("/p/y.jpg", 1, 1), "b" * 64)]) == 0
     assert catalog.known_files() == {}
     with Index(test_settings) as index:
-        index.store.catalog.add_images([("b" * 64, 64, 64)])
+        index.store.catalog.add_images([EmbeddedImage("b" * 64, 64, 64, np.zeros(4))])
         with pytest.raises(RuntimeError, match="not yet embedded"):
             index.store.link_files([(FileEntry("/p/y.jpg", 1, 1), "b" * 64)])

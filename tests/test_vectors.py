@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from irs.records import Segment
+from irs.records import Segment, SegmentedImage
 from irs.vectors import segment_from_metadata, segment_metadata
 
 unit = st.floats(0, 1, allow_nan=False)
@@ -42,7 +42,7 @@ def test_rewriting_an_images_segments_never_serves_the_old_vectors_from_memory(i
     segments = [segment for _, segment, _ in before][:2]
     dim = before[0][2].shape[0]
     fresh = np.eye(2, dim, dtype=np.float32)
-    index.store.add_segments([(sha, index.segments_of(sha)[:2], fresh)])
+    index.store.add_segments([SegmentedImage(sha, index.segments_of(sha)[:2], fresh)])
     after = list(index.store.segment_vectors([sha]))
     assert [s.index for _, s, _ in after] == [s.index for s in segments]
     assert np.array_equal(np.stack([v for _, _, v in after]), fresh)
