@@ -13,12 +13,14 @@ image_sim compares the whole query (always embedded, so unparsed meaning still c
 image. A plain query ("a red car") is one phrase without position: fused = weight_image * image_sim +
 weight_segment * best-segment similarity.
 
-Candidates come from vector queries only, never a scan of all segments: the nearest `image_pool`
-images for the whole query and the nearest `segment_pool` segments for each phrase. Each candidate
-gets an upper bound from those pools (a position or relation fit never adds); candidates whose bound
-could reach the top k have all their segments fetched and scored exactly, until the top k are exact.
-When an image outside every pool could still beat the k-th score (its bound is made of the pools'
-lowest similarities), the pools grow and the ranking is redone. The top k are therefore the true top k.
+`rank` is a loop of named stages. Gather: candidates come from vector queries only, never a scan of
+all segments: the nearest `image_pool` images for the whole query and the nearest `segment_pool`
+segments for each phrase. Bound: each candidate gets an upper bound from those pools (a position or
+relation fit never adds), and an exact score where its pool hits already decide it. Refine: candidates
+whose bound could reach the top k have all their segments fetched and scored exactly, until the top k
+are exact. Decided?: when an image outside every pool could still beat the k-th score (its bound is
+made of the pools' lowest similarities), grow: the pools grow and the ranking is redone. The top k are
+therefore the true top k.
 
 Every search ends: k is capped at the number of images, pools never grow past the collection (once they
 cover it nothing is unseen), each refinement round scores at least one more candidate, a bound that is not
@@ -120,14 +122,6 @@ class Scored:
     fused: float
     parts: dict[str, float]
     matches: list[Match]
-
-
-@dataclass
-class Candidate:
-    sha256: str
-    image_sim: float
-    hits: list[list[tuple[Segment, float]]]  # per phrase: this image's segments in that phrase's pool
-    scored: Scored | None = None
 
 
 @dataclass(frozen=True)
@@ -260,8 +254,7 @@ def rank(store: Store, parsed: ParsedQuery, vectors: QueryVectors, k: int, setti
     if k <= 0:
         return []
     if not parsed.phrases:  # nothing to look for in segments: the whole query against whole images
-        parsed = ParsedQuery(parsed.text, (Phrase(parsed.text),), (), parsed.negatives, parsed.weighted, parsed.terms)
-        vectors = QueryVectors(vectors.whole, [vectors.whole], vectors.negatives)
+        parsed, vectors = _whole_query_as_phrase(parsed, vectors)
     pools = Pools(
         min(max(settings.image_pool, k), total_images),
         min(max(settings.segment_pool, k), total_segments),
@@ -269,14 +262,177 @@ def rank(store: Store, parsed: ParsedQuery, vectors: QueryVectors, k: int, setti
         total_segments,
     )
     for _ in range(MAX_ROUNDS):
-        top, unseen_bound = _rank_pools(store, parsed, vectors, k, settings, pools)
-        if _decided(top, unseen_bound, k) or pools.complete:
+        gathered = _gather(store, vectors, pools, use_segments=settings.weight_segment > 0)
+        candidates = _bound(parsed, gathered, settings, has_negatives=bool(vectors.negatives))
+        top = _refine(store, parsed, vectors, settings, candidates, k)
+        if _decided(top, _unseen_bound(parsed, gathered, settings), k) or pools.complete:
             break
         pools = pools.grown()
     return _results(store, parsed, top)
 
 
-def _decided(top: list[Candidate], unseen_bound: float | None, k: int) -> bool:
+def _whole_query_as_phrase(parsed: ParsedQuery, vectors: QueryVectors) -> tuple[ParsedQuery, QueryVectors]:
+    """The query with its whole text as its one phrase."""
+    parsed = ParsedQuery(parsed.text, (Phrase(parsed.text),), (), parsed.negatives, parsed.weighted, parsed.terms)
+    return parsed, QueryVectors(vectors.whole, [vectors.whole], vectors.negatives)
+
+
+# A segment in a phrase's pool, with its similarity to the phrase.
+PoolHit = tuple[Segment, float]
+
+
+@dataclass
+class Gathered:
+    """What one round's vector queries found, and how far their pools reach."""
+
+    image_sims: dict[str, float]  # every image found in any pool whose vector is readable -> sim to the query
+    hits: list[dict[str, list[PoolHit]]]  # per phrase: image -> its segments in that phrase's pool
+    # No image outside the image pool is more similar to the whole query than this; None: the pool holds all.
+    image_floor: float | None
+    # Per phrase, no segment outside its pool is more similar to the phrase than this; None: the pool holds all.
+    floors: list[float | None]
+
+
+@dataclass
+class ImageCandidate:
+    """An image under consideration: its pool hits, an upper bound on its score, its exact score once known."""
+
+    sha256: str
+    image_sim: float
+    hits: list[list[PoolHit]]  # per phrase: this image's segments in that phrase's pool
+    bound: float  # no exact score of this image is higher (inf: cannot be decided, so it is scored exactly)
+    scored: Scored | None = None
+
+    @property
+    def ceiling(self) -> float:
+        """The best this image can score: its exact score once known, else its bound."""
+        return self.scored.fused if self.scored is not None else self.bound
+
+
+def _gather(store: Store, vectors: QueryVectors, pools: Pools, use_segments: bool) -> Gathered:
+    """Stage 1: the nearest images to the whole query and the nearest segments to each phrase."""
+    image_sims = store.vectors.query_images(vectors.whole, pools.images)
+    # an image outside the pool is no more similar than the pool's last one (an empty pool tells nothing)
+    image_floor = min(image_sims.values(), default=1.0) if len(image_sims) < pools.total_images else None
+    hits: list[dict[str, list[PoolHit]]] = []
+    floors: list[float | None] = []
+    for vec in vectors.phrases:
+        by_image, floor = _phrase_pool(store, vec, pools) if use_segments else ({}, None)
+        hits.append(by_image)
+        floors.append(floor)
+    shas = list(dict.fromkeys([*image_sims, *(sha for by_image in hits for sha in by_image)]))
+    # images found only through their segments: their similarity to the whole query from their vectors
+    for sha, vec in store.vectors.image_vectors([s for s in shas if s not in image_sims]).items():
+        image_sims[sha] = float(vec @ vectors.whole)
+    return Gathered({sha: image_sims[sha] for sha in shas if sha in image_sims}, hits, image_floor, floors)
+
+
+def _phrase_pool(store: Store, vec: np.ndarray, pools: Pools) -> tuple[dict[str, list[PoolHit]], float | None]:
+    """One phrase's nearest segments grouped by image, and the pool's floor (None when it holds all)."""
+    found = store.vectors.query_segments(vec, pools.segments)
+    by_image: dict[str, list[PoolHit]] = {}
+    for hit in found:
+        by_image.setdefault(hit.sha256, []).append((hit.segment, hit.similarity))
+    # an image's segment outside the pool is no more similar than the pool's last one
+    floor = found[-1].similarity if found and len(found) < pools.total_segments else None
+    return by_image, floor
+
+
+def _bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings, has_negatives: bool) -> list[ImageCandidate]:
+    """Stage 2: every image found, with an upper bound from its pool hits and the pools' floors, and its
+    exact score where the hits already decide it (nothing to fetch). With negative terms every image's
+    own vector is needed, so none is scored here."""
+    candidates = []
+    for sha, image_sim in gathered.image_sims.items():
+        hits = [by_image.get(sha, []) for by_image in gathered.hits]
+        known = [_best_hit(phrase, h, settings.weight_position) for phrase, h in zip(parsed.phrases, hits)]
+        value = _bound_from(parsed, known, gathered.floors, image_sim, settings)
+        cand = ImageCandidate(sha, image_sim, hits, value if math.isfinite(value) else math.inf)
+        if not has_negatives:
+            cand.scored = _score_from_hits(parsed, cand, known, gathered.floors, settings)
+        candidates.append(cand)
+    return candidates
+
+
+def _best_hit(phrase: Phrase, hits: list[PoolHit], weight_position: float) -> float | None:
+    """The best phrase score among an image's pool hits (their positions are known); None without hits."""
+    if not hits:
+        return None
+    sims = np.array([sim for _, sim in hits])
+    xs = np.array([seg.centroid[0] for seg, _ in hits])
+    ys = np.array([seg.centroid[1] for seg, _ in hits])
+    return float(np.max(sims + weight_position * (position_fit(phrase.position, (xs, ys)) - 1)))
+
+
+def _bound_from(
+    parsed: ParsedQuery, known: list[float | None], floors: list[float | None], image_sim: float, settings: Settings
+) -> float:
+    """The upper bound of an image: per phrase its best known hit or the pool's floor, whichever is higher
+    (1.0 where neither is known: its segments were never seen)."""
+    unit = {}
+    for i, (best, floor) in enumerate(zip(known, floors)):
+        options = [v for v in (best, floor) if v is not None]
+        unit[i] = max(options) if options else 1.0
+    if settings.weight_segment <= 0:
+        unit = dict.fromkeys(unit, image_sim)
+    return _upper_bound(parsed, unit, image_sim, settings)
+
+
+def _score_from_hits(
+    parsed: ParsedQuery, cand: ImageCandidate, known: list[float | None], floors: list[float | None], settings: Settings
+) -> Scored | None:
+    """The exact score of an image without negative terms when its pool hits decide it, else None."""
+    if settings.weight_segment <= 0:
+        return _whole_image_only(cand.image_sim, 0.0, settings)
+    # a relation needs every pair of segments; a phrase whose best hit is below its pool's floor may have
+    # a better segment outside the pool
+    if parsed.relations or not all(v is not None and (f is None or v >= f) for v, f in zip(known, floors)):
+        return None
+    segments = list({id(seg): seg for hits in cand.hits for seg, _ in hits}.values())
+    row = {id(seg): r for r, seg in enumerate(segments)}
+    sims = np.full((len(segments), len(parsed.phrases)), -np.inf)
+    for i, hits in enumerate(cand.hits):
+        for seg, sim in hits:
+            sims[row[id(seg)], i] = sim
+    return score_image(parsed, segments, sims, cand.image_sim, 0.0, settings)
+
+
+def _refine(
+    store: Store,
+    parsed: ParsedQuery,
+    vectors: QueryVectors,
+    settings: Settings,
+    candidates: list[ImageCandidate],
+    k: int,
+) -> list[ImageCandidate]:
+    """Stage 3: the top k candidates, all scored exactly. Candidates whose bound could still reach the top k
+    are fetched and scored until the k best ceilings are exact scores; each round scores at least one more
+    candidate, so this ends within len(candidates) rounds."""
+    while True:
+        ordered = sorted(candidates, key=_by_ceiling)
+        waiting = [c for c in ordered[:k] if c.scored is None]
+        if not waiting:
+            return ordered[:k]
+        exact = sorted((c.scored.fused for c in candidates if c.scored is not None), reverse=True)
+        kth = exact[k - 1] if len(exact) >= k else -np.inf
+        # everything that could still reach the top k, in one fetch
+        todo = [c for c in ordered if c.scored is None and c.bound >= kth][: max(4 * k, 32)]
+        _score_fetched(store, parsed, vectors, settings, todo or waiting)
+
+
+def _by_ceiling(cand: ImageCandidate) -> tuple[float, str]:
+    return _descending(cand.ceiling, cand.sha256)
+
+
+def _unseen_bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings) -> float | None:
+    """Stage 4: a score no image outside the pools can beat (None when the image pool holds every image):
+    one no more similar than the image pool's floor, with no known hit in any phrase's pool."""
+    if gathered.image_floor is None:
+        return None
+    return _bound_from(parsed, [None] * len(gathered.floors), gathered.floors, gathered.image_floor, settings)
+
+
+def _decided(top: list[ImageCandidate], unseen_bound: float | None, k: int) -> bool:
     """Whether no image outside the pools can reach the top k. An unseen bound that is not finite
     decides nothing, and larger pools would not change that: stop with the exact scores fetched."""
     if unseen_bound is None or not math.isfinite(unseen_bound):
@@ -284,102 +440,8 @@ def _decided(top: list[Candidate], unseen_bound: float | None, k: int) -> bool:
     return len(top) == k and top[-1].scored.fused >= unseen_bound
 
 
-def _rank_pools(
-    store: Store,
-    parsed: ParsedQuery,
-    vectors: QueryVectors,
-    k: int,
-    settings: Settings,
-    pools: Pools,
-) -> tuple[list[Candidate], float | None]:
-    """The top k candidates of these pools, scored exactly, and a bound on any image outside them (None
-    when every image is in them)."""
-    image_sims = store.vectors.query_images(vectors.whole, pools.images)
-    # an image outside the pool is no more similar than the pool's last one (an empty pool tells nothing)
-    image_floor = min(image_sims.values(), default=1.0) if len(image_sims) < pools.total_images else None
-    use_segments = settings.weight_segment > 0
-    w_pos = settings.weight_position
-    phrase_hits: list[dict[str, list[tuple[Segment, float]]]] = []
-    floors: list[float | None] = []
-    for vec in vectors.phrases:
-        hits = store.vectors.query_segments(vec, pools.segments) if use_segments else []
-        by_image: dict[str, list[tuple[Segment, float]]] = {}
-        for hit in hits:
-            by_image.setdefault(hit.sha256, []).append((hit.segment, hit.similarity))
-        phrase_hits.append(by_image)
-        # an image's segment outside the pool is no more similar than the pool's last one
-        floors.append(hits[-1].similarity if hits and len(hits) < pools.total_segments else None)
-
-    shas = list(dict.fromkeys([*image_sims, *(sha for hits in phrase_hits for sha in hits)]))
-    for sha, vec in store.vectors.image_vectors([s for s in shas if s not in image_sims]).items():
-        image_sims[sha] = float(vec @ vectors.whole)
-    candidates = {
-        sha: Candidate(sha, image_sims[sha], [hits.get(sha, []) for hits in phrase_hits])
-        for sha in shas
-        if sha in image_sims
-    }
-
-    def best_known(phrase: Phrase, hits: list[tuple[Segment, float]]) -> float | None:
-        """The best phrase score among an image's pool hits (their positions are known)."""
-        if not hits:
-            return None
-        sims = np.array([sim for _, sim in hits])
-        xs = np.array([seg.centroid[0] for seg, _ in hits])
-        ys = np.array([seg.centroid[1] for seg, _ in hits])
-        return float(np.max(sims + w_pos * (position_fit(phrase.position, (xs, ys)) - 1)))
-
-    in_relation = {i for r in parsed.relations for i in (r.subject, r.object)}
-    bounds: dict[str, float] = {}
-    for cand in candidates.values():
-        known = [best_known(p, h) for p, h in zip(parsed.phrases, cand.hits)]
-        unit = {}
-        for i, value in enumerate(known):
-            options = [v for v in (value, floors[i]) if v is not None]
-            unit[i] = max(options) if options else 1.0  # unknown: this image's segments were never seen
-        if not use_segments:
-            unit = dict.fromkeys(unit, cand.image_sim)
-        value = _upper_bound(parsed, unit, cand.image_sim, settings)
-        bounds[cand.sha256] = value if math.isfinite(value) else math.inf  # undecidable: score it exactly
-        if vectors.negatives:
-            continue
-        if not use_segments:
-            cand.scored = _whole_image_only(cand.image_sim, 0.0, settings)
-        elif not in_relation and all(v is not None and (f is None or v >= f) for v, f in zip(known, floors)):
-            # every phrase's best segment is among the pool hits: score from them, nothing to fetch
-            segments = list({id(seg): seg for hits in cand.hits for seg, _ in hits}.values())
-            row = {id(seg): r for r, seg in enumerate(segments)}
-            sims = np.full((len(segments), len(parsed.phrases)), -np.inf)
-            for i, hits in enumerate(cand.hits):
-                for seg, sim in hits:
-                    sims[row[id(seg)], i] = sim
-            cand.scored = score_image(parsed, segments, sims, cand.image_sim, 0.0, settings)
-
-    def bound(c: Candidate) -> float:
-        return c.scored.fused if c.scored is not None else bounds[c.sha256]
-
-    # each round scores at least one more candidate, so this ends within len(candidates) rounds
-    while True:
-        ordered = sorted(candidates.values(), key=lambda c: _descending(bound(c), c.sha256))
-        waiting = [c for c in ordered[:k] if c.scored is None]
-        if not waiting:
-            break
-        exact = sorted((c.scored.fused for c in candidates.values() if c.scored is not None), reverse=True)
-        kth = exact[k - 1] if len(exact) >= k else -np.inf
-        # everything that could still reach the top k, in one fetch
-        todo = [c for c in ordered if c.scored is None and bounds[c.sha256] >= kth][: max(4 * k, 32)]
-        _score_fetched(store, parsed, vectors, settings, todo or waiting)
-
-    unseen = None
-    if image_floor is not None:
-        unit = {i: (f if f is not None else 1.0) for i, f in enumerate(floors)}
-        if not use_segments:
-            unit = dict.fromkeys(unit, image_floor)
-        unseen = _upper_bound(parsed, unit, image_floor, settings)
-    return ordered[:k], unseen
-
-
 def _score_fetched(
-    store: Store, parsed: ParsedQuery, vectors: QueryVectors, settings: Settings, todo: list[Candidate]
+    store: Store, parsed: ParsedQuery, vectors: QueryVectors, settings: Settings, todo: list[ImageCandidate]
 ) -> None:
     """Fetch the candidates' own segments (and image vectors where needed) and score them exactly."""
     use_segments = settings.weight_segment > 0
@@ -415,7 +477,7 @@ def _whole_image_only(image_sim: float, negative: float, settings: Settings) -> 
     return Scored(fused, {"image": image_sim, "fused": fused}, [])
 
 
-def _results(store: Store, parsed: ParsedQuery, top: list[Candidate]) -> list[SearchResult]:
+def _results(store: Store, parsed: ParsedQuery, top: list[ImageCandidate]) -> list[SearchResult]:
     paths = store.catalog.paths_of([c.sha256 for c in top])
     results = []
     for cand in top:

@@ -12,13 +12,14 @@ from typing import Protocol
 import numpy as np
 
 from irs.geometry import mask_box, mask_centroid, rle_encode, shrink_mask
+from irs.pipeline import chunks
 from irs.records import Segment
 from irs.settings import Settings
 
 
 @dataclass
-class Candidate:
-    """A raw mask from a segmenter with its quality scores."""
+class MaskProposal:
+    """A raw mask proposed by a segmenter, with its quality scores (before `postprocess` keeps or drops it)."""
 
     mask: np.ndarray  # HxW bool at working resolution
     predicted_iou: float = 1.0
@@ -26,11 +27,11 @@ class Candidate:
 
 
 class Segmenter(Protocol):
-    """Anything that turns HxWx3 uint8 pixels into candidate masks."""
+    """Anything that turns HxWx3 uint8 pixels into mask proposals."""
 
     name: str
 
-    def masks(self, pixels: np.ndarray) -> list[Candidate]: ...
+    def masks(self, pixels: np.ndarray) -> list[MaskProposal]: ...
 
 
 class SamSegmenter:
@@ -51,13 +52,13 @@ class SamSegmenter:
             output_mode="binary_mask",
         )
 
-    def masks(self, pixels: np.ndarray) -> list[Candidate]:
+    def masks(self, pixels: np.ndarray) -> list[MaskProposal]:
         import torch
 
         with torch.inference_mode():
             annotations = self.generator.generate(pixels)
         return [
-            Candidate(a["segmentation"], float(a["predicted_iou"]), float(a["stability_score"])) for a in annotations
+            MaskProposal(a["segmentation"], float(a["predicted_iou"]), float(a["stability_score"])) for a in annotations
         ]
 
 
@@ -82,12 +83,12 @@ class BatchedSamSegmenter:
         self.settings = settings
         self.transform = ResizeLongestSide(sam.image_encoder.img_size)
         self.grid = build_point_grid(settings.points_per_side)  # (n, 2) in 0..1
-        self.keep = max(3 * settings.max_segments, 16)  # candidates kept after NMS, before irs's dedup
+        self.keep = max(3 * settings.max_segments, 16)  # proposals kept after NMS, before irs's dedup
 
-    def masks(self, pixels: np.ndarray) -> list[Candidate]:
+    def masks(self, pixels: np.ndarray) -> list[MaskProposal]:
         return self.masks_batch([pixels])[0]
 
-    def masks_batch(self, images: list[np.ndarray]) -> list[list[Candidate]]:
+    def masks_batch(self, images: list[np.ndarray]) -> list[list[MaskProposal]]:
         import torch
 
         sam = self.sam
@@ -107,7 +108,7 @@ class BatchedSamSegmenter:
 
     def _decode(
         self, embedding: object, original: tuple[int, int], input_size: tuple[int, int], device: object
-    ) -> list[Candidate]:
+    ) -> list[MaskProposal]:
         import torch
         from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
         from torchvision.ops import batched_nms
@@ -119,12 +120,8 @@ class BatchedSamSegmenter:
         labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=device)
         dense_pe = sam.prompt_encoder.get_dense_pe()
         logits, scores = [], []
-        for start in range(0, len(coords), s.points_per_batch):
-            sparse, dense = sam.prompt_encoder(
-                points=(coords[start : start + s.points_per_batch], labels[start : start + s.points_per_batch]),
-                boxes=None,
-                masks=None,
-            )
+        for batch_coords, batch_labels in zip(chunks(coords, s.points_per_batch), chunks(labels, s.points_per_batch)):
+            sparse, dense = sam.prompt_encoder(points=(batch_coords, batch_labels), boxes=None, masks=None)
             low_res, iou = sam.mask_decoder(
                 image_embeddings=embedding,
                 image_pe=dense_pe,
@@ -152,7 +149,7 @@ class BatchedSamSegmenter:
         full = torch.nn.functional.interpolate(padded, size, mode="bilinear", align_corners=False)[:, 0]
         full = (full > sam.mask_threshold).cpu().numpy()
         kept_scores = scores_t[keep].cpu().numpy()
-        return [Candidate(m, float(sc), 1.0) for m, sc in zip(full, kept_scores) if m.any()]
+        return [MaskProposal(m, float(sc), 1.0) for m, sc in zip(full, kept_scores) if m.any()]
 
 
 class ComponentsSegmenter:
@@ -170,7 +167,7 @@ class ComponentsSegmenter:
         self.clusters = clusters
         self.max_area = max_area
 
-    def masks(self, pixels: np.ndarray) -> list[Candidate]:
+    def masks(self, pixels: np.ndarray) -> list[MaskProposal]:
         import cv2
 
         height, width = pixels.shape[:2]
@@ -183,7 +180,7 @@ class ComponentsSegmenter:
         _, _, centres = cv2.kmeans(sample, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
         labels = np.argmin(((lab[:, None, :] - centres[None, :, :]) ** 2).sum(-1), axis=1).reshape(height, width)
 
-        candidates = []
+        proposals = []
         for cluster in range(k):
             count, components, stats, _ = cv2.connectedComponentsWithStats(
                 (labels == cluster).astype(np.uint8), connectivity=4
@@ -195,8 +192,8 @@ class ComponentsSegmenter:
                 mask = components == j
                 spread = float(smooth[mask].std(axis=0).mean())
                 box_area = stats[j, cv2.CC_STAT_WIDTH] * stats[j, cv2.CC_STAT_HEIGHT]
-                candidates.append(Candidate(mask, 1.0 / (1.0 + spread / 8.0), float(area / box_area)))
-        return candidates
+                proposals.append(MaskProposal(mask, 1.0 / (1.0 + spread / 8.0), float(area / box_area)))
+        return proposals
 
 
 class OracleSegmenter:
@@ -213,8 +210,8 @@ class OracleSegmenter:
 
         return hashlib.sha1(np.ascontiguousarray(pixels).tobytes()).hexdigest()
 
-    def masks(self, pixels: np.ndarray) -> list[Candidate]:
-        return [Candidate(m) for m in self.masks_by_image.get(self.key(pixels), [])]
+    def masks(self, pixels: np.ndarray) -> list[MaskProposal]:
+        return [MaskProposal(m) for m in self.masks_by_image.get(self.key(pixels), [])]
 
 
 def _small(mask: np.ndarray, side: int = 128) -> np.ndarray:
@@ -224,23 +221,25 @@ def _small(mask: np.ndarray, side: int = 128) -> np.ndarray:
 
 
 def postprocess(
-    candidates: list[Candidate], min_area: float, dedup_iou: float, max_segments: int, mask_max_side: int = 256
+    proposals: list[MaskProposal], min_area: float, dedup_iou: float, max_segments: int, mask_max_side: int = 256
 ) -> list[Segment]:
     """Filter and rank raw masks into at most `max_segments` Segments, best first, each mask stored at most
     `mask_max_side` pixels on a side."""
-    if not candidates:
+    if not proposals:
         return []
-    candidates = [Candidate(shrink_mask(c.mask, mask_max_side), c.predicted_iou, c.stability_score) for c in candidates]
-    total = candidates[0].mask.size
-    scored = [c for c in candidates if c.mask.sum() / total >= min_area]
+    proposals = [
+        MaskProposal(shrink_mask(p.mask, mask_max_side), p.predicted_iou, p.stability_score) for p in proposals
+    ]
+    total = proposals[0].mask.size
+    scored = [c for c in proposals if c.mask.sum() / total >= min_area]
     scored.sort(key=lambda c: c.predicted_iou * c.stability_score, reverse=True)
 
-    kept: list[Candidate] = []
+    kept: list[MaskProposal] = []
     kept_small: list[np.ndarray] = []
-    for cand in scored:
+    for proposal in scored:
         if len(kept) >= max_segments:
             break
-        small = _small(cand.mask)
+        small = _small(proposal.mask)
         duplicate = False
         for other in kept_small:
             union = np.logical_or(small, other).sum()
@@ -248,7 +247,7 @@ def postprocess(
                 duplicate = True
                 break
         if not duplicate:
-            kept.append(cand)
+            kept.append(proposal)
             kept_small.append(small)
 
     return [

@@ -1,87 +1,131 @@
 """Ranking: the fused score, the top k exact even when candidates come from small pools."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from irs.query import parse_query
-from irs.records import Segment
-from irs.search import WHOLE_IMAGE, embed_query, rank, score_image
+from irs.index import Index
+from irs.models import WeightsError
+from irs.query import Phrase, parse_query
+from irs.search import WHOLE_IMAGE, QueryVectors, embed_query, rank, score_image
+from irs.segment import make_segmenter
+from irs.synthetic import write_folder
 
 
-def brute_force(index, parsed, vectors, settings) -> list[tuple[str, float]]:
-    """Score every image from every stored vector, no pools, no bounds (what rank must agree with)."""
-    imgs = index.store.images.get(include=["embeddings"])
-    segs = index.store.segments.get(include=["embeddings", "metadatas"])
-    by_image: dict[str, list] = {}
-    for meta, vec in zip(segs["metadatas"], segs["embeddings"]):
-        seg = Segment(
-            bbox=(meta["x0"], meta["y0"], meta["x1"], meta["y1"]),
-            centroid=(meta["cx"], meta["cy"]),
-            area=meta["area"],
-            mask_rle=b"",
-            mask_shape=(0, 0),
-            index=meta["idx"],
-        )
-        by_image.setdefault(meta["image"], []).append((seg, np.asarray(vec, np.float32)))
+def indexed_shas(index: Index) -> list[str]:
+    """Every indexed image, as the browse pages list them."""
+    return sorted({row.sha256 for row in index.image_page(0, index.image_count())})
+
+
+def brute_force(index: Index, text: str, settings) -> list[tuple[str, float]]:
+    """Every indexed image scored exactly from all its segments (no pools, no bounds), best first: what the
+    top k of a search must agree with. An image without segments is scored as one whole-image segment."""
+    parsed = parse_query(text)
+    vectors = embed_query(index.embedder, parsed)
+    if not parsed.phrases:  # nothing parsed: the whole query is the one phrase (see irs.search)
+        parsed = replace(parsed, phrases=(Phrase(parsed.text),), relations=())
+        vectors = QueryVectors(vectors.whole, [vectors.whole], vectors.negatives)
+    shas = indexed_shas(index)
+    image_vecs = index.store.vectors.image_vectors(shas)
+    segments: dict[str, list] = {sha: [] for sha in shas}
+    for sha, seg, vec in index.store.segment_vectors(shas):
+        segments[sha].append((seg, vec))
     scored = []
-    for sha, vec in zip(imgs["ids"], imgs["embeddings"]):
-        vec = np.asarray(vec, np.float32)
-        pairs = by_image.get(sha) or [(WHOLE_IMAGE, vec)]
+    for sha in shas:
+        pairs = segments[sha] or [(WHOLE_IMAGE, image_vecs[sha])]
         sims = np.stack([v for _, v in pairs]) @ np.stack(vectors.phrases).T
-        negative = sum(n.weight * float(v @ vec) for n, v in zip(parsed.negatives, vectors.negatives))
-        s = score_image(parsed, [p for p, _ in pairs], sims, float(vec @ vectors.whole), negative, settings)
+        negative = sum(n.weight * float(v @ image_vecs[sha]) for n, v in zip(parsed.negatives, vectors.negatives))
+        image_sim = float(image_vecs[sha] @ vectors.whole)
+        s = score_image(parsed, [seg for seg, _ in pairs], sims, image_sim, negative, settings)
         scored.append((sha, s.fused))
-    return sorted(scored, key=lambda t: (-t[1], t[0]))  # ties by sha256, as rank breaks them
+    return sorted(scored, key=lambda t: (-t[1], t[0]))
 
 
 QUERIES = [
-    "a red circle",
-    "a green star at the top",
+    "a red circle",  # plain
     "blue",
-    "a red circle left of a blue square",
+    "a green star at the top",  # positional
+    "a yellow triangle in the bottom left",
+    "a red circle left of a blue square",  # relation
+    "a green star above a yellow triangle",
+    "a red circle and a green star",  # two objects
     "a cat and a dog in the top right",
-    "circle -red",
-    "2:square +star",
-    "a red circle and a green star",
+    "circle -red",  # negatives
+    "a circle -2:red +3:star",
+    "2:square +star",  # weighted terms
+    "3:red +0.5:blue circle",
+]
+WEIGHTS = [
+    {"weight_image": 0.3, "weight_segment": 0.7},
+    {"weight_position": 0.8, "weight_relation": 0.9, "weight_negative": 2.0},
 ]
 
 
-@pytest.mark.parametrize("image_pool,segment_pool", [(100, 400), (1, 1), (2, 3), (0, 5)])
-def test_rank_agrees_with_brute_force_for_any_pool_size(index, scenes_folder, image_pool, segment_pool):
+@pytest.fixture
+def scenes_index(index, scenes_folder):
     index.add_folder(scenes_folder)
-    settings = index.settings.replace(
-        image_pool=image_pool, segment_pool=segment_pool, weight_image=0.3, weight_segment=0.7
-    )
+    return index
+
+
+def assert_exact_top_k(index: Index, text: str, k: int, settings) -> None:
+    """The search's top k are the brute-force top k: the same scores, each result scored as it claims."""
+    expected = brute_force(index, text, settings)
+    exact = dict(expected)
+    got = index.search(text, k=k, settings=settings)
+    where = f"{text!r} k={k}"
+    assert [r.score for r in got] == pytest.approx([s for _, s in expected[:k]], abs=1e-5), where
+    assert [exact[r.sha256] for r in got] == pytest.approx([r.score for r in got], abs=1e-5), where
+    for r in got:
+        assert r.parts["fused"] == pytest.approx(r.score)
+        assert len(r.matches) == max(len(parse_query(text).phrases), 1)
+
+
+@pytest.mark.parametrize("image_pool,segment_pool", [(100, 400), (0, 0), (1, 1), (2, 3), (0, 5)])
+@pytest.mark.parametrize("weights", WEIGHTS, ids=["image-segment", "position-relation-negative"])
+def test_top_k_equals_brute_force_for_any_pool_size(scenes_index, image_pool, segment_pool, weights):
+    """Tiny pools must grow until the top k are exact: the same images with the same scores as scoring
+    every image."""
+    settings = scenes_index.settings.replace(image_pool=image_pool, segment_pool=segment_pool, **weights)
     for text in QUERIES:
-        parsed = parse_query(text)
-        vectors = embed_query(index.embedder, parsed)
-        expected = brute_force(index, parsed, vectors, settings)[:4]
-        got = rank(index.store, parsed, vectors, 4, settings)
-        assert [r.score for r in got] == pytest.approx([s for _, s in expected], abs=1e-5), text
-        assert [r.sha256 for r in got] == [sha for sha, _ in expected], text
-        for r in got:
-            assert r.parts["fused"] == pytest.approx(r.score)
-            assert len(r.matches) == len(parsed.phrases)
+        for k in (1, 4):
+            assert_exact_top_k(scenes_index, text, k, settings)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: an image indexed without segments is scored with its whole image as its one segment, "
+    "but its bound uses the segment pools' floors, which do not bound its whole-image vector",
+)
+def test_top_k_exact_with_images_indexed_without_segments(scenes_index, tmp_path):
+    write_folder(tmp_path / "unsegmented", 2, seed=9, side=160)
+    scenes_index.add_folder(tmp_path / "unsegmented", segment=False)
+    settings = scenes_index.settings.replace(image_pool=1, segment_pool=1, weight_image=0.3, weight_segment=0.7)
+    assert_exact_top_k(scenes_index, "a red circle", 1, settings)
+
+
+def test_rank_and_search_agree(scenes_index):
+    text = "a red circle left of a blue square"
+    parsed = parse_query(text)
+    direct = rank(scenes_index.store, parsed, embed_query(scenes_index.embedder, parsed), 3, scenes_index.settings)
+    assert [(r.sha256, r.score) for r in direct] == [(r.sha256, r.score) for r in scenes_index.search(text, k=3)]
 
 
 def test_whole_image_mode_ignores_segments(index, scenes_folder):
     index.add_folder(scenes_folder)
     settings = index.settings.replace(weight_segment=0.0, weight_image=1.0)
-    parsed = parse_query("a red circle in the top left")
-    vectors = embed_query(index.embedder, parsed)
-    got = rank(index.store, parsed, vectors, 3, settings)
-    imgs = index.store.images.get(include=["embeddings"])
-    sims = sorted((float(np.asarray(v) @ vectors.whole) for v in imgs["embeddings"]), reverse=True)[:3]
+    got = index.search("a red circle in the top left", k=3, settings=settings)
+    vectors = embed_query(index.embedder, parse_query("a red circle in the top left"))
+    image_vecs = index.store.vectors.image_vectors(indexed_shas(index))
+    sims = sorted((float(v @ vectors.whole) for v in image_vecs.values()), reverse=True)[:3]
     assert [r.score for r in got] == pytest.approx(sims, abs=1e-5)
     assert all(r.segment is None and r.matches == [] for r in got)
 
 
 def test_best_segment_is_the_most_similar_one(index, scenes_folder):
     index.add_folder(scenes_folder)
-    parsed = parse_query("a yellow triangle")
-    vectors = embed_query(index.embedder, parsed)
-    query = vectors.phrases[0]
-    for r in rank(index.store, parsed, vectors, 3, index.settings):
+    query = embed_query(index.embedder, parse_query("a yellow triangle")).phrases[0]
+    for r in index.search("a yellow triangle", k=3):
         stored = [(seg, vec) for sha, seg, vec in index.store.segment_vectors([r.sha256])]
         best = max(stored, key=lambda sv: float(sv[1] @ query))[0]
         assert r.segment.index == best.index
@@ -97,12 +141,13 @@ def test_empty_index_and_bad_k(index):
         index.search("anything", k=2.5)
 
 
-def test_search_does_not_load_sam(index, scenes_folder):
-    index.add_folder(scenes_folder, segment=False)
-    db = index.settings.db
-    index.close()
-    from irs.index import Index
-
-    with Index.open(db) as fresh:
-        fresh.search("a red circle", k=2)
-        assert fresh._segmenter_loaded is False
+def test_search_works_where_sam_cannot_be_loaded(test_settings, scenes_folder, tmp_path):
+    """A search never loads SAM: a database whose SAM checkpoint is missing on this machine still answers."""
+    settings = test_settings.replace(sam_model_type="vit_b", sam_checkpoint=str(tmp_path / "missing-sam.pth"))
+    with pytest.raises(WeightsError, match="not found"):
+        make_segmenter(settings)
+    with Index(settings) as idx:
+        idx.add_folder(scenes_folder, segment=False)
+    with Index.open(settings.db) as fresh:
+        results = fresh.search("a red circle", k=2)
+    assert len(results) == 2 and all(r.path for r in results)

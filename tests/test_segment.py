@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from irs.models import build_tiny_sam
-from irs.segment import Candidate, SamSegmenter, postprocess, segment_image, segment_images
+from irs.segment import MaskProposal, SamSegmenter, postprocess, segment_image, segment_images
 from irs.synthetic import make_scenes
 
 
@@ -40,17 +40,17 @@ def test_postprocess_drops_small_and_duplicate_masks_and_keeps_best_n():
     other = square(side, 60, 60, 100, 100)
     third = square(side, 0, 60, 30, 100)
     tiny = square(side, 90, 0, 92, 2)  # 4 pixels = 0.0004 of the image
-    cands = [
-        Candidate(near_copy, 0.8, 0.8),
-        Candidate(big, 0.9, 0.9),
-        Candidate(other, 0.7, 0.9),
-        Candidate(third, 0.5, 0.5),
-        Candidate(tiny, 0.99, 0.99),
+    proposals = [
+        MaskProposal(near_copy, 0.8, 0.8),
+        MaskProposal(big, 0.9, 0.9),
+        MaskProposal(other, 0.7, 0.9),
+        MaskProposal(third, 0.5, 0.5),
+        MaskProposal(tiny, 0.99, 0.99),
     ]
-    segs = postprocess(cands, min_area=0.001, dedup_iou=0.85, max_segments=2)
+    segs = postprocess(proposals, min_area=0.001, dedup_iou=0.85, max_segments=2)
     assert [s.bbox for s in segs] == [(0.0, 0.0, 0.5, 0.5), (0.6, 0.6, 1.0, 1.0)]
     assert segs[0].predicted_iou == pytest.approx(0.9)
-    segs = postprocess(cands, min_area=0.001, dedup_iou=0.99, max_segments=10)
+    segs = postprocess(proposals, min_area=0.001, dedup_iou=0.99, max_segments=10)
     assert len(segs) == 4  # the near copy survives a looser dedup threshold; the tiny one never does
 
 
