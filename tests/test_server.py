@@ -293,7 +293,7 @@ def test_server_killed_mid_index_says_so_and_a_rerun_completes(tmp_path, photos,
     check = irs(db, "check", env=env)
     assert check.returncode == 0 and check.stdout.strip() == "SQLite and Chroma agree", check.stdout + check.stderr
     stats = json.loads(irs(db, "stats", env=env).stdout)
-    assert (stats.embedded, stats.segmented, stats.segments) == (N, N, clean_segments), stats
+    assert (stats["embedded"], stats["segmented"], stats["segments"]) == (N, N, clean_segments), stats
     with server_index(db, server) as index:
         assert_complete(index, clean_segments)
 
