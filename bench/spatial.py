@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from irs.evaluate import MODES, format_table, spatial_benchmark  # noqa: E402
+from irs.benchmark import FAMILIES, spatial_benchmark  # noqa: E402
+from irs.evaluate import MODES, format_table  # noqa: E402
 from irs.index import Index  # noqa: E402
 from irs.settings import load_settings  # noqa: E402
-from irs.synthetic import FAMILIES  # noqa: E402
 
 EVAL_SEED = 2026  # bench/train_synthetic_clip.py trains on seed 7
 

@@ -2,7 +2,7 @@
 
 Samples: single-object crops cut exactly as irs embeds segments (irs.embed.segment_pixels, grey outside
 the mask) with captions like "a red circle"; whole scenes with captions in every query family's
-phrasing (irs.synthetic.training_caption: positions and relations included, so the whole-image baseline
+phrasing (irs.benchmark.training_caption: positions and relations included, so the whole-image baseline
 is a fair CLIP); background patches captioned "a background texture". Captions that are equal inside a
 batch count as matches (soft targets), so repeated phrases are not pushed apart.
 
@@ -27,11 +27,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from irs.benchmark import phrase, training_caption  # noqa: E402
 from irs.embed import Embedder  # noqa: E402
 from irs.geometry import mask_box, mask_centroid, rle_encode  # noqa: E402
 from irs.models import load_clip  # noqa: E402
 from irs.records import Segment  # noqa: E402
-from irs.synthetic import COLOURS, SHAPES, article, make_scenes, phrase, training_caption  # noqa: E402
+from irs.synthetic import COLOURS, SHAPES, article, make_scenes  # noqa: E402
 
 TRAIN_SEED = 7  # the benchmark's gallery uses another seed (bench/spatial.py)
 

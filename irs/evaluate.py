@@ -1,4 +1,5 @@
-"""Evaluate: ranking metrics, loaders for real benchmarks, and the synthetic spatial benchmark.
+"""Evaluate: ranking metrics, loaders for real benchmarks, and the settings modes they are compared in
+(`python -m irs eval`, the annotate page; the synthetic spatial benchmark is irs.benchmark).
 
 Metrics (binary relevance, images identified by file name):
 - R@K: the share of queries with at least one relevant image in the top K.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,67 +160,3 @@ def format_table(title: str, metrics: dict[str, dict[str, float | None]], keys: 
         cells = "".join(("-" if row.get(k) is None else f"{row[k]:.3f}").rjust(9) for k in keys)
         lines.append(family.ljust(14) + cells)
     return "\n".join(lines)
-
-
-# ---- the synthetic spatial benchmark ---------------------------------------------------------------
-
-
-def spatial_benchmark(
-    index_for: Callable[[str, Any], Any],
-    out_dir: Path,
-    gallery_size: int,
-    per_family: int,
-    seed: int,
-    segmenters: list[str],
-    side: int = 256,
-    max_relevant: float = 0.05,
-    log: Callable[[str], Any] = print,
-) -> dict[str, Any]:
-    """Index a synthetic gallery once per segmenter and score every query family in every mode.
-
-    `index_for(segmenter_name, oracle)` returns an opened irs Index for that segmenter (`oracle` is the
-    OracleSegmenter for "oracle"). Returns {"by_segmenter": {name: {mode: {family: metrics}}}, ...}.
-    """
-    from irs.segment import OracleSegmenter
-    from irs.synthetic import FAMILIES, benchmark_queries, write_folder
-
-    gallery = out_dir / "gallery"
-    started = time.monotonic()
-    scenes = write_folder(gallery, gallery_size, seed, side)
-    queries = [
-        EvalQuery(
-            q.text,
-            {f"scene_{i:05d}.png" for i in q.relevant},
-            {f"scene_{i:05d}.png": boxes for i, boxes in q.relevant.items()},
-            q.family,
-        )
-        for q in benchmark_queries(scenes, per_family, seed + 1, max_relevant)
-    ]
-    log(f"gallery: {len(scenes)} scenes (seed {seed}), {len(queries)} queries, {time.monotonic() - started:.0f}s")
-    oracle = OracleSegmenter({OracleSegmenter.key(s.image): [o.mask for o in s.objects] for s in scenes})
-
-    by_segmenter: dict[str, Any] = {}
-    counts: dict[str, dict[str, int]] = {}
-    for name in segmenters:
-        index = index_for(name, oracle if name == "oracle" else None)
-        t0 = time.monotonic()
-        report = index.add_folder(gallery)
-        stats = index.stats()
-        counts[name] = {"images": stats.images, "segments": stats.segments}
-        log(f"[{name}] indexed {report.added} images, {stats.segments} segments in {time.monotonic() - t0:.0f}s")
-        by_segmenter[name] = {}
-        for mode, overrides in MODES.items():
-            settings = index.settings.replace(**overrides)
-            t0 = time.monotonic()
-            metrics = score_queries(lambda text, k, s=settings, i=index: i.search(text, k, settings=s), queries)
-            by_segmenter[name][mode] = {f: metrics[f] for f in (*FAMILIES, "all") if f in metrics}
-            log(f"[{name}] {mode}: {time.monotonic() - t0:.0f}s for {len(queries)} queries")
-        index.close()
-    return {
-        "by_segmenter": by_segmenter,
-        "counts": counts,
-        "seed": seed,
-        "gallery": gallery_size,
-        "queries": len(queries),
-        "per_family": per_family,
-    }

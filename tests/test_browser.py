@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO, free_port, serve
 
+from irs.benchmark import places_of
 from irs.index import Index
 from irs.settings import load_settings
-from irs.synthetic import places_of, write_folder
+from irs.synthetic import write_folder
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [

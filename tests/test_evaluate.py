@@ -1,4 +1,4 @@
-"""Metrics against hand-computed cases, the loaders, and a small end-to-end spatial benchmark."""
+"""Metrics against hand-computed cases, and the loaders."""
 
 import json
 
@@ -14,11 +14,8 @@ from irs.evaluate import (
     ndcg_at,
     recall_at,
     score_queries,
-    spatial_benchmark,
 )
-from irs.index import Index
 from irs.records import Match, SearchResult, Segment
-from irs.synthetic import make_scenes
 
 
 def test_recall_at_k():
@@ -119,30 +116,3 @@ def test_coco_and_karpathy_loaders(tmp_path):
     )
     q = load_karpathy(karpathy)
     assert [(x.text, x.relevant) for x in q] == [("two dogs", {"1.jpg"}), ("dogs play", {"1.jpg"})]
-
-
-def test_small_spatial_benchmark_end_to_end_with_tiny_models(tmp_path, test_settings):
-    def index_for(name, oracle):
-        return Index(test_settings.replace(db=str(tmp_path / f"db-{name}"), segmenter=name), segmenter=oracle)
-
-    result = spatial_benchmark(
-        index_for,
-        tmp_path,
-        gallery_size=12,
-        per_family=2,
-        seed=5,
-        segmenters=["components", "oracle"],
-        side=128,
-        max_relevant=0.5,
-        log=lambda _: None,
-    )
-    assert set(result["by_segmenter"]) == {"components", "oracle"}
-    for modes in result["by_segmenter"].values():
-        assert set(modes) == {"whole_image", "segments", "segments_positions"}
-        for row in modes["segments_positions"].values():
-            assert 0 <= row["r1"] <= row["r5"] <= 1
-            assert 0 <= row["map"] <= 1
-        assert all(row["loc_acc"] is None for row in modes["whole_image"].values())
-    # the oracle's segments are exactly the scenes' visible objects
-    objects = sum(o.mask.mean() >= test_settings.min_segment_area for s in make_scenes(12, 5, 128) for o in s.objects)
-    assert result["counts"]["oracle"] == {"images": 12, "segments": objects}

@@ -1,0 +1,198 @@
+"""The synthetic spatial benchmark: its queries' answers and its training captions checked against the
+scenes' pixels, place and relation words, and a small end-to-end run with tiny models."""
+
+import re
+
+import numpy as np
+import pytest
+
+from irs.benchmark import (
+    FAMILIES,
+    benchmark_queries,
+    phrase,
+    places_of,
+    relations_between,
+    spatial_benchmark,
+    training_caption,
+)
+from irs.index import Index
+from irs.synthetic import COLOURS, SHAPES, SceneObject, make_scenes
+
+# What the place and relation words mean, on (row, column) cells of the 3x3 grid: the specification the
+# benchmark's answers are checked against, written here independently of irs.benchmark.
+PLACES = {
+    "on the left": lambda r, c: c == 0,
+    "on the right": lambda r, c: c == 2,
+    "at the top": lambda r, c: r == 0,
+    "at the bottom": lambda r, c: r == 2,
+    "in the centre": lambda r, c: (r, c) == (1, 1),
+    "in the top left": lambda r, c: (r, c) == (0, 0),
+    "in the top right": lambda r, c: (r, c) == (0, 2),
+    "in the bottom left": lambda r, c: (r, c) == (2, 0),
+    "in the bottom right": lambda r, c: (r, c) == (2, 2),
+}
+RELATIONS = {
+    "left of": lambda a, b: a[1] < b[1],
+    "right of": lambda a, b: a[1] > b[1],
+    "above": lambda a, b: a[0] < b[0],
+    "below": lambda a, b: a[0] > b[0],
+}
+NAME = rf"an? (?:(?P<{{g}}size>small|large) )?(?P<{{g}}colour>{'|'.join(COLOURS)}) (?P<{{g}}shape>{'|'.join(SHAPES)})"
+PLACE = "|".join(PLACES)
+RELATION = "|".join(RELATIONS)
+PATTERNS = {  # a query or caption's shape -> its regular expression
+    "attribute": NAME.format(g="a"),
+    "absolute": NAME.format(g="a") + f" (?P<place>{PLACE})",
+    "relation": NAME.format(g="a") + f" (?P<relation>{RELATION}) " + NAME.format(g="b"),
+    "two_objects": NAME.format(g="a") + " and " + NAME.format(g="b"),
+}
+
+
+def cell(obj: SceneObject) -> tuple[int, int]:
+    """The grid cell of the object's visible pixels, from the mask rather than its labels."""
+    x, y = obj.centroid
+    return min(int(y * 3), 2), min(int(x * 3), 2)
+
+
+def named(scene, match: re.Match, g: str) -> list[SceneObject]:
+    """The objects in the scene that the named phrase `g` ("a" or "b") can stand for."""
+    return [
+        o
+        for o in scene.objects
+        if o.mask.any()
+        and (o.colour, o.shape) == (match[f"{g}colour"], match[f"{g}shape"])
+        and match[f"{g}size"] in (None, o.size)
+    ]
+
+
+def parse(family: str, text: str) -> re.Match:
+    match = re.fullmatch(PATTERNS[family], text)
+    assert match, f"{family} query {text!r} is not in that family's phrasing"
+    return match
+
+
+def holders(scene, family: str, match: re.Match) -> list[SceneObject]:
+    """The objects in the scene that make the query true as the query's first object."""
+    out = []
+    for x in named(scene, match, "a"):
+        others = [y for y in named(scene, match, "b") if y is not x] if family in ("relation", "two_objects") else []
+        if family == "attribute":
+            out.append(x)
+        elif family == "absolute" and PLACES[match["place"]](*cell(x)):
+            out.append(x)
+        elif family == "relation" and any(RELATIONS[match["relation"]](cell(x), cell(y)) for y in others):
+            out.append(x)
+        elif family == "two_objects" and others:
+            out.append(x)
+    return out
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return make_scenes(80, seed=11, side=128)
+
+
+@pytest.fixture(scope="module")
+def queries(scenes):
+    return benchmark_queries(scenes, per_family=10, seed=12, max_relevant=0.1)
+
+
+def test_every_family_gets_distinct_queries_in_its_own_phrasing(queries):
+    assert [q.family for q in queries] == [f for f in FAMILIES for _ in range(10)]
+    assert len({q.text for q in queries}) == len(queries)
+    for q in queries:
+        match = parse(q.family, q.text)
+        assert match["asize"] is None and match.groupdict().get("bsize") is None  # queries never give a size
+        if q.family in ("relation", "two_objects"):
+            assert (match["acolour"], match["ashape"]) != (match["bcolour"], match["bshape"])
+
+
+def test_answers_are_exactly_the_scenes_with_the_named_objects_in_the_named_places(scenes, queries):
+    for q in queries:
+        match = parse(q.family, q.text)
+        truth = {s.index: holders(s, q.family, match) for s in scenes}
+        assert set(q.relevant) == {i for i, objs in truth.items() if objs}, q.text
+        for i, boxes in q.relevant.items():
+            # the regions are those of the query's first object, wherever it makes the query true
+            assert sorted(boxes) == sorted(o.bbox for o in truth[i]), q.text
+
+
+def test_queries_are_rare_enough_and_answerable(scenes, queries):
+    assert all(1 <= len(q.relevant) <= 0.1 * len(scenes) for q in queries)
+
+
+def test_queries_and_captions_are_the_same_for_the_same_seed(scenes, queries):
+    again = benchmark_queries(make_scenes(80, seed=11, side=128), per_family=10, seed=12, max_relevant=0.1)
+    assert [(q.family, q.text, q.relevant) for q in again] == [(q.family, q.text, q.relevant) for q in queries]
+    other = benchmark_queries(scenes, per_family=10, seed=13, max_relevant=0.1)
+    assert [q.text for q in other] != [q.text for q in queries]
+    first = [training_caption(s, np.random.default_rng(1)) for s in scenes]
+    assert [training_caption(s, np.random.default_rng(1)) for s in scenes] == first
+
+
+def test_training_captions_are_true_of_their_scene_and_cover_every_phrasing(scenes):
+    rng = np.random.default_rng(4)
+    kinds = set()
+    for scene in scenes:
+        for _ in range(5):
+            caption = training_caption(scene, rng)
+            if caption == scene.caption:
+                kinds.add("description")
+                continue
+            family = next((f for f in reversed(FAMILIES) if re.fullmatch(PATTERNS[f], caption)), None)
+            assert family, f"caption {caption!r} is in no query phrasing"
+            assert holders(scene, family, re.fullmatch(PATTERNS[family], caption)), (caption, scene.caption)
+            kinds.add(family)
+    assert kinds == {"description", *FAMILIES}
+
+
+def obj(row: str, col: str, colour: str = "red", shape: str = "circle", size: str = "small") -> SceneObject:
+    return SceneObject(shape, colour, size, row, col, np.zeros((3, 3), bool), (0, 0, 0, 0), (0, 0))
+
+
+def test_place_words_of_each_cell():
+    assert places_of(obj("top", "left")) == ["on the left", "at the top", "in the top left"]
+    assert places_of(obj("middle", "centre")) == ["in the centre"]
+    assert places_of(obj("middle", "right")) == ["on the right"]
+    assert places_of(obj("bottom", "centre")) == ["at the bottom"]
+
+
+def test_relations_between_cells():
+    assert relations_between(obj("top", "left"), obj("bottom", "right")) == ["left of", "above"]
+    assert relations_between(obj("bottom", "right"), obj("top", "left")) == ["right of", "below"]
+    assert relations_between(obj("middle", "left"), obj("middle", "centre")) == ["left of"]
+    assert relations_between(obj("top", "centre"), obj("top", "centre")) == []
+
+
+def test_phrase_adds_the_size_only_sometimes_and_only_with_a_generator():
+    o = obj("top", "left", colour="orange", shape="star", size="large")
+    assert phrase(o) == "an orange star"
+    rng = np.random.default_rng(0)
+    assert {phrase(o, rng) for _ in range(50)} == {"an orange star", "a large orange star"}
+
+
+def test_small_spatial_benchmark_end_to_end_with_tiny_models(tmp_path, test_settings):
+    def index_for(name, oracle):
+        return Index(test_settings.replace(db=str(tmp_path / f"db-{name}"), segmenter=name), segmenter=oracle)
+
+    result = spatial_benchmark(
+        index_for,
+        tmp_path,
+        gallery_size=12,
+        per_family=2,
+        seed=5,
+        segmenters=["components", "oracle"],
+        side=128,
+        max_relevant=0.5,
+        log=lambda _: None,
+    )
+    assert set(result["by_segmenter"]) == {"components", "oracle"}
+    for modes in result["by_segmenter"].values():
+        assert set(modes) == {"whole_image", "segments", "segments_positions"}
+        for row in modes["segments_positions"].values():
+            assert 0 <= row["r1"] <= row["r5"] <= 1
+            assert 0 <= row["map"] <= 1
+        assert all(row["loc_acc"] is None for row in modes["whole_image"].values())
+    # the oracle's segments are exactly the scenes' visible objects
+    objects = sum(o.mask.mean() >= test_settings.min_segment_area for s in make_scenes(12, 5, 128) for o in s.objects)
+    assert result["counts"]["oracle"] == {"images": 12, "segments": objects}
