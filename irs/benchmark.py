@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from irs.evaluate import MODES, EvalQuery, score_queries
-from irs.records import Box
+from irs.geometry import Box
 from irs.segment import OracleSegmenter
 from irs.synthetic import COLS, ROWS, Scene, SceneObject, write_folder
 

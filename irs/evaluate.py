@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irs.geometry import box_iou
-from irs.records import Box, SearchResult
+from irs.geometry import Box, box_iou
+from irs.records import SearchResult
 
 MODES: dict[str, dict[str, float]] = {
     # whole-image CLIP: the query against whole images, nothing else

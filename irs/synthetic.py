@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from irs.geometry import mask_box, mask_centroid
-from irs.records import Box, Point
+from irs.geometry import Box, Point, mask_box, mask_centroid
 
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "cross", "diamond", "heart", "arrow", "ring")
 COLOURS: dict[str, tuple[int, int, int]] = {
