@@ -143,7 +143,7 @@ def test_call_with_time_limit_gives_up_on_a_hang() -> None:
 
 
 @pytest.mark.parametrize("items", [list(range(7)), tuple(range(7)), np.arange(7)])
-def test_chunks_slice_lists_tuples_and_arrays(items) -> None:
+def test_chunks_slice_lists_tuples_and_arrays(items: list[int] | tuple[int, ...] | np.ndarray) -> None:
     parts = list(chunks(items, 3))
     assert [list(p) for p in parts] == [[0, 1, 2], [3, 4, 5], [6]]
     assert all(type(p) is type(items) for p in parts)  # arrays stay arrays for the model
