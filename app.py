@@ -4,10 +4,7 @@ import streamlit as st
 
 import views
 
-views.setup()
-idx = views.index()
-st.title("irs — image retrieval with segments")
-views.demo_notice(idx)
+idx = views.page("irs — image retrieval with segments")
 st.markdown(
     "Point irs at a folder: it segments every image, embeds the whole image and every segment with CLIP, "
     "and answers text queries — positional ones too (*a red car on the left*, *a dog left of a bicycle*) — "

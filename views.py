@@ -25,8 +25,29 @@ THUMB = 384  # grid thumbnails
 LARGE = 1024  # the expanded view: never the full-size original
 
 
-def setup() -> None:
+def _setup() -> None:
+    """Streamlit's page configuration; must come before anything else is drawn."""
     st.set_page_config(page_title="irs: image retrieval with segments", layout="wide")
+
+
+def page(title: str, needs_images: bool = False) -> Index:
+    """What every page starts with: configuration, the open index, the title, the profile notice.
+
+    With `needs_images`, an empty index ends the page with a pointer to the Index page."""
+    _setup()
+    idx = _index()
+    st.title(title)
+    _demo_notice(idx)
+    if needs_images:
+        require_images(idx)
+    return idx
+
+
+def require_images(idx: Index) -> None:
+    """Stop the page with a pointer to the Index page when nothing is indexed yet."""
+    if idx.image_count() == 0:
+        st.warning("The index is empty: add a folder on the Index page first.")
+        st.stop()
 
 
 @st.cache_resource(show_spinner="Opening the index…")
@@ -49,7 +70,7 @@ def database() -> str:
     return load_settings().db
 
 
-def index() -> Index:
+def _index() -> Index:
     """The open index, or a clear message and a stopped page."""
     try:
         idx = _open(database())
@@ -71,15 +92,17 @@ def search(idx: Index, query: str, k: int, settings: Settings | None = None) -> 
 
 
 def job() -> IndexJob:
-    index()
+    """The app's one background indexing job for the database (call after `page`, which opens the index)."""
     return _job(database())
 
 
 def judgments() -> Judgments:
+    """The judgment store of the database."""
     return _judgments(database())
 
 
-def demo_notice(idx: Index) -> None:
+def _demo_notice(idx: Index) -> None:
+    """Say when the models are the demo or test ones, so nobody takes their rankings for real CLIP's."""
     if idx.settings.profile == "demo":
         st.info(
             "Demo model: a small CLIP trained in this repository on synthetic coloured shapes, with the "
@@ -133,4 +156,5 @@ def _overlay_jpeg(
 
 
 def parts_text(parts: dict[str, float]) -> str:
+    """Score parts as one line: `image 0.312 · segment 0.287`."""
     return " · ".join(f"{k} {v:.3f}" for k, v in parts.items())

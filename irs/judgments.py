@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -77,44 +78,78 @@ class Judgments:
         return "".join(json.dumps(asdict(j)) + "\n" for j in self.all())
 
     def import_text(self, text: str, fmt: str) -> int:
-        """Import CSV or JSONL as exported; raises ValueError naming the line and field at fault."""
+        """Import CSV or JSONL as exported; raises ValueError naming the line and field at fault.
+
+        Nothing is saved unless every record is good, so a bad file can be fixed and imported again."""
         if fmt == "csv":
-            records = list(csv.DictReader(io.StringIO(text)))
+            records = _csv_records(text)
         elif fmt == "jsonl":
-            records = []
-            for n, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except ValueError as err:
-                        raise ValueError(f"line {n}: not JSON ({err})") from None
+            records = _jsonl_records(text)
         else:
             raise ValueError(f"unknown format {fmt!r}: csv or jsonl")
-        judgments = []
-        for n, rec in enumerate(records, 1):
-            missing = [f for f in ("query", "sha256", "relevant") if f not in rec or rec[f] in (None, "")]
-            if missing:
-                raise ValueError(f"record {n}: missing {', '.join(missing)}")
-            relevant = rec["relevant"]
-            if isinstance(relevant, str):
-                if relevant.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(f"record {n}: field 'relevant' is {relevant!r}, not true/false")
-                relevant = relevant.lower() in ("true", "1")
-            judgments.append(
-                Judgment(
-                    str(rec["query"]),
-                    str(rec["sha256"]),
-                    str(rec.get("path", "")),
-                    bool(relevant),
-                    str(rec.get("annotator", "")),
-                    float(rec.get("at") or time.time()),
-                    str(rec.get("settings") or "{}"),
-                )
-            )
-        return self.record(judgments)
+        return self.record([_judgment(rec, line) for line, rec in records])
 
     def close(self) -> None:
         self.sql.close()
+
+
+REQUIRED = ("query", "sha256", "relevant")
+
+
+def _csv_records(text: str) -> list[tuple[int, dict[str, object]]]:
+    """(line, row) of a CSV with a header naming at least the required fields."""
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    lacking = [f for f in REQUIRED if f not in header]
+    if header and lacking:  # a file without the header would otherwise import nothing, silently
+        raise ValueError(f"line 1: the header lacks {', '.join(lacking)} (expected {','.join(FIELDS)})")
+    return [(reader.line_num, row) for row in reader]
+
+
+def _jsonl_records(text: str) -> list[tuple[int, dict[str, object]]]:
+    """(line, object) of every non-blank line of JSONL."""
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as err:
+            raise ValueError(f"line {n}: not JSON ({err})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"line {n}: not a JSON object with fields {', '.join(FIELDS)}")
+        records.append((n, rec))
+    return records
+
+
+def _judgment(rec: dict[str, object], line: int) -> Judgment:
+    """One imported record as a Judgment, or ValueError naming its line and the field at fault."""
+    missing = [f for f in REQUIRED if rec.get(f) in (None, "")]
+    if missing:
+        raise ValueError(f"line {line}: missing {', '.join(missing)}")
+    relevant = rec["relevant"]
+    if isinstance(relevant, str):
+        relevant = {"true": True, "1": True, "false": False, "0": False}.get(relevant.strip().lower(), relevant)
+    elif isinstance(relevant, int) and relevant in (0, 1):  # bool is an int too
+        relevant = bool(relevant)
+    if not isinstance(relevant, bool):
+        raise ValueError(f"line {line}: field 'relevant' is {relevant!r}, not true/false")
+    at = rec.get("at")
+    try:
+        when = time.time() if at in (None, "") else float(str(at))
+    except ValueError:
+        when = math.nan
+    if not math.isfinite(when):  # sqlite would store NaN as NULL and refuse the row
+        raise ValueError(f"line {line}: field 'at' is {at!r}, not a time in seconds since 1970")
+    return Judgment(
+        str(rec["query"]),
+        str(rec["sha256"]),
+        str(rec.get("path") or ""),
+        relevant,
+        str(rec.get("annotator") or ""),
+        when,
+        str(rec.get("settings") or "{}"),
+    )
 
 
 def precision_at(ranked: list[str], judged: dict[str, bool], k: int) -> float:

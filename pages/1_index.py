@@ -3,11 +3,8 @@ import streamlit as st
 import views
 from irs.load import check_folder
 
-views.setup()
-idx = views.index()
+idx = views.page("Index")
 job = views.job()
-st.title("Index")
-views.demo_notice(idx)
 s = idx.settings
 
 with st.expander("Model settings", expanded=False):

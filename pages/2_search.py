@@ -5,10 +5,7 @@ import streamlit as st
 import views
 from irs.overlay import PALETTE
 
-views.setup()
-idx = views.index()
-st.title("Search")
-views.demo_notice(idx)
+idx = views.page("Search")
 s = idx.settings
 
 query = st.text_input("Query", value=st.query_params.get("q", ""), placeholder="a red car on the left")
@@ -33,9 +30,7 @@ opacity = d1.slider("Mask opacity", 0.0, 1.0, 0.45, 0.05)
 outline = d2.checkbox("Outline", value=True)
 box = d3.checkbox("Box", value=True)
 
-if idx.image_count() == 0:
-    st.warning("The index is empty: add a folder on the Index page first.")
-    st.stop()
+views.require_images(idx)  # after the controls, so the page looks the same before and after indexing
 if not query.strip():
     st.info("Type what you are looking for, e.g. *a red circle on the left* or *a dog left of a bicycle*.")
     st.stop()

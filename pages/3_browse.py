@@ -7,14 +7,8 @@ from irs.overlay import PALETTE, draw_segments
 
 PAGE = 12
 
-views.setup()
-idx = views.index()
-st.title("Browse")
-views.demo_notice(idx)
+idx = views.page("Browse", needs_images=True)
 total = idx.image_count()
-if total == 0:
-    st.warning("The index is empty: add a folder on the Index page first.")
-    st.stop()
 
 pages = max(1, -(-total // PAGE))
 page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1)

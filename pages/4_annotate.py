@@ -9,14 +9,8 @@ from irs.judgments import Judgment, compare, judged_ap, precision_at
 
 CHOICES = ["unjudged", "relevant", "not relevant"]
 
-views.setup()
-idx = views.index()
+idx = views.page("Annotate & evaluate", needs_images=True)
 store = views.judgments()
-st.title("Annotate & evaluate")
-views.demo_notice(idx)
-if idx.image_count() == 0:
-    st.warning("The index is empty: add a folder on the Index page first.")
-    st.stop()
 
 annotator = st.text_input("Annotator", key="annotator", placeholder="your name")
 query = st.text_input("Query to judge", key="judge_query", placeholder="a red car on the left")

@@ -96,6 +96,18 @@ def test_search_page_messages(app_env, indexed):
 def test_search_page_on_an_empty_index(app_env):
     at = page("search", q="anything")
     assert "The index is empty" in texts(at)
+    assert at.text_input[0].value == "anything"  # the controls stay above the message
+
+
+@pytest.mark.parametrize("name, title", [("browse", "Browse"), ("annotate", "Annotate & evaluate")])
+def test_pages_that_need_images_stop_on_an_empty_index(app_env, name, title):
+    at = page(name)
+    assert [t.value for t in at.title] == [title]
+    assert [w.value for w in at.warning] == [
+        "Test profile: tiny random models. Rankings mean nothing.",
+        "The index is empty: add a folder on the Index page first.",
+    ]
+    assert not at.text_input and not at.button  # nothing below the message
 
 
 def test_browse_page_segments_and_find_similar(indexed):

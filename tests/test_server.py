@@ -206,8 +206,15 @@ def test_index_and_search_through_a_chroma_server(tmp_path, scenes_folder, serve
         results = index.search("a green star", k=3)
         assert len(results) == 3 and results[0].segment is not None
         assert index.store.vectors.image_count() == 8
-    assert not (tmp_path / "db" / "chroma").exists()  # vectors live on the server
-    assert (tmp_path / "server").exists()
+        segments = index.stats().segments
+    assert segments > 0
+    assert not (tmp_path / "db" / "chroma").exists()  # no local vector store was made
+    # the vectors live on the server: a client of its own, after the index is closed, sees every one
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    other = chromadb.HttpClient("127.0.0.1", server.port, settings=ChromaSettings(anonymized_telemetry=False))
+    assert sorted(c.count() for c in other.list_collections()) == sorted([8, segments])
 
 
 @pytest.mark.timeout(60)
