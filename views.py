@@ -6,23 +6,28 @@ The pages (app.py and pages/) stay thin; the work is in the irs library, which n
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import streamlit as st
 from PIL import Image
+from streamlit.delta_generator import DeltaGenerator
 
 from irs import Index, load_settings
 from irs.jobs import IndexJob
 from irs.judgments import Judgments
 from irs.locks import DatabaseBusy
 from irs.models import WeightsError
-from irs.overlay import PALETTE, draw_segments, thumbnail
-from irs.records import SearchResult, Segment
+from irs.overlay import PALETTE, draw_segments, tag, thumbnail
+from irs.records import SearchResult
 from irs.settings import Settings, SettingsError
 from irs.store import ManifestMismatch, StoreError
 
 THUMB = 384  # grid thumbnails
 LARGE = 1024  # the expanded view: never the full-size original
+
+T = TypeVar("T")
 
 
 def _setup() -> None:
@@ -123,14 +128,17 @@ def picture(idx: Index, path: str, sha256: str, size: int) -> Image.Image | None
         return None
 
 
-def overlay(idx: Index, result: SearchResult, size: int, opacity: float, outline: bool, box: bool) -> bytes | None:
-    """The result's picture with the segment of each query phrase drawn in that phrase's colour (JPEG bytes).
+def overlay(
+    idx: Index, result: SearchResult, size: int, fill: bool = False, outline: bool = True, box: bool = False
+) -> bytes | None:
+    """The result's picture with the segment of each query phrase outlined and tagged 1, 2, … in phrase
+    order, as the legend's ① ② … (JPEG bytes).
 
     Drawn once per result and look, then cached: reruns (every widget change) only send it again."""
     indices = tuple(m.segment.index if m.segment is not None else -1 for m in result.matches)
     if not result.matches and result.segment is not None:
         indices = (result.segment.index,)
-    picture = _overlay_jpeg(idx.settings.db, result.path, result.sha256, size, indices, opacity, outline, box)
+    picture = _overlay_jpeg(idx.settings.db, result.path, result.sha256, size, indices, fill, outline, box)
     if picture is None:
         st.caption(f"{Path(result.path).name}: cannot show (moved or unreadable since indexing)")
     return picture
@@ -138,21 +146,37 @@ def overlay(idx: Index, result: SearchResult, size: int, opacity: float, outline
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def _overlay_jpeg(
-    db: str, path: str, sha256: str, size: int, indices: tuple[int, ...], opacity: float, outline: bool, box: bool
+    db: str, path: str, sha256: str, size: int, indices: tuple[int, ...], fill: bool, outline: bool, box: bool
 ) -> bytes | None:
     idx = _open(db)
     try:
         image = thumbnail(path, sha256, size, Path(db) / "thumbs", idx.settings.max_pixels)
     except Exception:  # a file moved or broken since indexing
         return None
-    segments: list[tuple[Segment, tuple[int, int, int]]] = []
-    for i, seg_index in enumerate(indices):
-        segment = idx.segment(sha256, seg_index) if seg_index >= 0 else None
-        if segment is not None:
-            segments.append((segment, PALETTE[i % len(PALETTE)]))
+    # a phrase matched by the whole image keeps its place (None), so tags and fill colours stay the phrases'
+    segments = [(idx.segment(sha256, i) if i >= 0 else None, str(n)) for n, i in enumerate(indices, 1)]
     out = io.BytesIO()
-    draw_segments(image, segments, opacity, outline, box).save(out, "JPEG", quality=90)
+    draw_segments(image, segments, fill, outline, box).save(out, "JPEG", quality=90)
     return out.getvalue()
+
+
+def legend(phrases: list[str], fill: bool = False) -> str:
+    """The phrases with the tags the pictures show: `① a blue square · ② a purple heart` (Markdown/HTML);
+    with the fill on, each tag also carries the fill's colour."""
+    parts = []
+    for i, phrase in enumerate(phrases):
+        swatch = f"<span style='color:rgb{PALETTE[i % len(PALETTE)]}'>■</span> " if fill else ""
+        parts.append(f"{swatch}{tag(i)} {phrase}")
+    return " · ".join(parts)
+
+
+def grid(items: Sequence[T], per_row: int) -> Iterator[tuple[int, T, DeltaGenerator]]:
+    """Each item with its 0-based position and the column to draw it in: a new row of columns every
+    `per_row` items, so the page's order (what the keyboard and screen readers follow) is the items' order."""
+    for first in range(0, len(items), per_row):
+        row = zip(st.columns(per_row), items[first : first + per_row], strict=False)
+        for n, (column, item) in enumerate(row, first):
+            yield n, item, column
 
 
 def parts_text(parts: dict[str, float]) -> str:

@@ -3,7 +3,7 @@ from pathlib import Path
 import streamlit as st
 
 import views
-from irs.overlay import PALETTE
+from irs.overlay import tag
 
 idx = views.page("Search")
 s = idx.settings
@@ -25,10 +25,11 @@ with st.expander("Fusion weights and advanced options"):
         "fused = whole image × image similarity + best segments × (similarity − position and relation "
         "penalties) − negative terms. See the README for the exact formula."
     )
+# the object's own colours stay visible by default: an outline and a tag, no fill over what was asked for
 d1, d2, d3 = st.columns(3)
-opacity = d1.slider("Mask opacity", 0.0, 1.0, 0.45, 0.05)
+fill = d1.checkbox("Fill", value=False, help="Tint each matched segment faintly in its phrase's colour")
 outline = d2.checkbox("Outline", value=True)
-box = d3.checkbox("Box", value=True)
+box = d3.checkbox("Box", value=False)
 
 views.require_images(idx)  # after the controls, so the page looks the same before and after indexing
 if not query.strip():
@@ -47,21 +48,21 @@ if not results:
     st.warning(f"Nothing found for “{query}”.")
     st.stop()
 parsed = results[0].parsed
-legend = " ".join(
-    f"<span style='color:rgb{PALETTE[i % len(PALETTE)]}'>■</span> {p.text}" for i, p in enumerate(parsed.phrases)
+st.markdown(
+    f"**Parsed:** {parsed.describe()}<br>{views.legend([p.text for p in parsed.phrases], fill)}",
+    unsafe_allow_html=True,
 )
-st.markdown(f"**Parsed:** {parsed.describe()}<br>{legend}", unsafe_allow_html=True)
 
-columns = st.columns(4)
-for rank, result in enumerate(results, 1):
-    with columns[(rank - 1) % 4]:
-        image = views.overlay(idx, result, views.THUMB, opacity, outline, box)
+for n, result, column in views.grid(results, 4):
+    rank = n + 1
+    with column:
+        image = views.overlay(idx, result, views.THUMB, fill, outline, box)
         if image is not None:
             st.image(image, width="stretch")
         st.markdown(f"**{rank}. {result.score:.3f}** · {Path(result.path).name}")
         st.caption(views.parts_text({k: v for k, v in result.parts.items() if k != "fused"}))
         with st.expander("Details"):
-            large = views.overlay(idx, result, views.LARGE, opacity, outline, box)
+            large = views.overlay(idx, result, views.LARGE, fill, outline, box)
             if large is not None:
                 st.image(large, width="stretch")
             st.caption(result.path)
@@ -71,10 +72,6 @@ for rank, result in enumerate(results, 1):
                     if match.segment is None
                     else "box " + ", ".join(f"{v:.2f}" for v in match.segment.bbox)
                 )
-                st.markdown(
-                    f"<span style='color:rgb{PALETTE[i % len(PALETTE)]}'>■</span> **{match.phrase}** — "
-                    f"{where} — {views.parts_text(match.parts)}",
-                    unsafe_allow_html=True,
-                )
+                st.markdown(f"{tag(i)} **{match.phrase}** — {where} — {views.parts_text(match.parts)}")
             if len(result.paths) > 1:
                 st.caption("Same picture also at: " + ", ".join(result.paths[1:]))

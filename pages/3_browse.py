@@ -3,7 +3,7 @@ from pathlib import Path
 import streamlit as st
 
 import views
-from irs.overlay import PALETTE, draw_segments
+from irs.overlay import draw_segments
 
 PAGE = 12
 
@@ -12,10 +12,9 @@ total = idx.image_count()
 
 pages = max(1, -(-total // PAGE))
 page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1)
-columns = st.columns(6)
-for i, row in enumerate(idx.image_page((page - 1) * PAGE, PAGE)):
+for _, row, column in views.grid(idx.image_page((page - 1) * PAGE, PAGE), 6):
     sha, path = row.sha256, row.path
-    with columns[i % 6]:
+    with column:
         image = views.picture(idx, path, sha, 256)
         if image is not None:
             st.image(image, width="stretch")
@@ -28,36 +27,36 @@ if chosen:
     sha, path = chosen
     st.divider()
     st.subheader(Path(path).name)
-    segments = idx.segments_of(sha)
+    segments = {seg.index: seg for seg in idx.segments_of(sha)}
     left, right = st.columns([2, 1])
-    with left:
-        image = views.picture(idx, path, sha, views.LARGE)
-        if image is not None:
-            coloured = [(seg, PALETTE[j % len(PALETTE)]) for j, seg in enumerate(segments)]
-            st.image(draw_segments(image, coloured, 0.35), width="stretch")
     with right:
         st.caption(f"{len(segments)} segments · {path}")
         if st.button("Find similar images", key="similar-image", type="primary"):
             st.session_state["similar"] = ("the whole image", idx.similar(sha, None, 12))
-    st.markdown("**Segments**")
-    small = views.picture(idx, path, sha, 256)
-    seg_columns = st.columns(6)
-    for j, seg in enumerate(segments):
-        with seg_columns[j % 6]:
-            if small is not None:
-                st.image(draw_segments(small, [(seg, PALETTE[j % len(PALETTE)])], 0.5), width="stretch")
-            st.caption(f"#{seg.index} · area {seg.area:.1%} · IoU {seg.predicted_iou:.2f}")
-            if st.button("Find similar", key=f"similar-{j}"):
-                st.session_state["similar"] = (f"segment #{seg.index}", idx.similar(sha, seg.index, 12))
+        # one segment at a time: thirty masks drawn together hide each other and the picture
+        selected = st.radio(
+            "Segment",
+            list(segments),
+            format_func=lambda i: f"#{i} · area {segments[i].area:.1%} · IoU {segments[i].predicted_iou:.2f}",
+            key=f"segment-{sha}",
+        )
+        if selected is None:
+            st.caption("No segments stored for this image.")
+        elif st.button(f"Find similar to segment #{selected}", key="similar-segment"):
+            st.session_state["similar"] = (f"segment #{selected}", idx.similar(sha, selected, 12))
+    with left:
+        image = views.picture(idx, path, sha, views.LARGE)
+        if image is not None:
+            shown = [(segments[selected], f"#{selected}")] if selected is not None else []
+            st.image(draw_segments(image, shown), width="stretch")
 
     similar = st.session_state.get("similar")
     if similar:
         label, results = similar
         st.markdown(f"**Similar to {label}**")
-        sim_columns = st.columns(6)
-        for n, result in enumerate(results):
-            with sim_columns[n % 6]:
-                image = views.overlay(idx, result, 256, 0.45, True, True)
+        for n, result, column in views.grid(results, 6):
+            with column:
+                image = views.overlay(idx, result, 256)
                 if image is not None:
                     st.image(image, width="stretch")
                 st.caption(f"{n + 1}. {result.score:.3f} · {Path(result.path).name}")

@@ -26,7 +26,7 @@ if query.strip():
     columns = st.columns(4)
     for rank, result in enumerate(results, 1):
         with columns[(rank - 1) % 4]:
-            image = views.overlay(idx, result, 256, 0.45, True, True)
+            image = views.overlay(idx, result, 256)
             if image is not None:
                 st.image(image, width="stretch")
             st.caption(f"{rank}. {result.score:.3f} · {Path(result.path).name}")

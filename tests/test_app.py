@@ -1,5 +1,6 @@
 """Every page through Streamlit's AppTest, with the test profile's tiny models."""
 
+import re
 import shutil
 
 import pytest
@@ -110,18 +111,57 @@ def test_pages_that_need_images_stop_on_an_empty_index(app_env, name, title):
     assert not at.text_input and not at.button  # nothing below the message
 
 
+def test_search_page_tags_the_phrases_and_keeps_the_object_colours_by_default(indexed):
+    at = page("search", q="a blue square left of a red circle")
+    assert "① a blue square · ② a red circle" in texts(at)  # the legend uses the pictures' tags
+    assert [c.label for c in at.checkbox] == ["Fill", "Outline", "Box"]
+    assert [c.value for c in at.checkbox] == [False, True, False]  # outline only: no colour over the objects
+    at.checkbox[0].check().run()  # fill on: the legend also shows the fill colours
+    assert not at.exception and "rgb" in texts(at) and "① a blue square" in texts(at)
+
+
+def test_search_results_are_laid_out_row_by_row(indexed):
+    at = page("search", q="a red circle")
+    ranks = [int(m.group(1)) for m in (re.match(r"\*\*(\d+)\. ", str(md.value)) for md in at.markdown) if m]
+    assert ranks == list(range(1, 9))  # the page's order is rank order, not column by column
+
+
 def test_browse_page_segments_and_find_similar(indexed):
     at = page("browse")
     at.button[0].click().run()  # open the first image
-    assert at.session_state["browse"]
+    sha = at.session_state["browse"][0]
     similar = [b for b in at.button if b.label == "Find similar images"][0]
     similar.click().run()
     label, results = at.session_state["similar"]
     assert label == "the whole image" and len(results) == 8
-    assert results[0].sha256 == at.session_state["browse"][0]  # an image is most similar to itself
-    segment_button = [b for b in at.button if b.label == "Find similar"][0]
-    segment_button.click().run()
-    assert at.session_state["similar"][0].startswith("segment #")
+    assert results[0].sha256 == sha  # an image is most similar to itself
+    selector = at.radio(key=f"segment-{sha}")
+    assert len(selector.options) >= 1 and all(o.startswith("#") and "IoU" in o for o in selector.options)
+    first = selector.value
+    [b for b in at.button if b.label == f"Find similar to segment #{first}"][0].click().run()
+    assert at.session_state["similar"][0] == f"segment #{first}"
+
+
+def test_browse_page_draws_only_the_selected_segment(indexed):
+    at = page("browse")
+    at.button[0].click().run()
+    sha = at.session_state["browse"][0]
+    selector = at.radio(key=f"segment-{sha}")
+    assert len(selector.options) >= 2  # the scenes' colour segmenter finds each shape and the background
+    assert selector.value == int(selector.options[0][1:].split(" ")[0])  # the best segment first
+    before = _pictures(at)
+    assert before
+    second = int(selector.options[1][1:].split(" ")[0])
+    selector.set_value(second).run()
+    assert not at.exception
+    assert at.radio(key=f"segment-{sha}").value == second
+    assert [b for b in at.button if b.label == f"Find similar to segment #{second}"]
+    assert _pictures(at) != before  # the large view now outlines the other segment
+
+
+def _pictures(at: AppTest) -> list[str]:
+    """What the page's images show (their media addresses change with their bytes)."""
+    return [str(image.proto) for image in at.get("image")]
 
 
 def test_annotate_page_judges_scores_and_compares(indexed):

@@ -5,8 +5,10 @@ screenshot (the README's picture is made this way: `make screenshot`).
 """
 
 import base64
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,13 +17,15 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO, free_port, serve
+from PIL import Image
 
 from irs.benchmark import places_of
 from irs.index import Index
 from irs.settings import load_settings
-from irs.synthetic import write_folder
+from irs.synthetic import COLOURS, write_folder
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -69,7 +73,7 @@ def served_app(tmp_path):
     for _ in serve(command, healthy, "streamlit", cwd=REPO, env=env):
         # ask for an object that is there, where it is: the screenshot then shows a real answer
         obj = scenes[0].objects[0]
-        yield port, obj.a_name, places_of(obj)[0]
+        yield port, obj.a_name, places_of(obj)[0], scenes
 
 
 class Chromium:
@@ -136,12 +140,21 @@ class Chromium:
         self.proc.wait(timeout=20)
 
 
+def _well_inside(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The mask at `shape`, less a band along its edge where outlines, tags and JPEG ringing may fall."""
+    import cv2
+
+    fitted = cv2.resize(mask.astype(np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST)
+    band = max(4, round(shape[0] / 32))
+    return cv2.erode(fitted, np.ones((2 * band + 1, 2 * band + 1), np.uint8)).astype(bool)
+
+
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("IRS_REQUIRE_BROWSER"), reason="no chromium")
 def test_search_page_in_headless_chromium(served_app, tmp_path):
     assert CHROMIUM, "chromium is not installed: `make test` installs Debian's chromium"
     browser = Chromium(tmp_path / "chrome")
     try:
-        port, thing, place = served_app
+        port, thing, place, scenes = served_app
         url = f"http://127.0.0.1:{port}/search?" + urllib.parse.urlencode({"q": f"{thing} {place}"})
         done = (
             "document.body.innerText.includes('Parsed:') && "
@@ -151,6 +164,7 @@ def test_search_page_in_headless_chromium(served_app, tmp_path):
         browser.open_until(url, done)
         dom = browser.evaluate("document.documentElement.outerHTML")
         text = browser.evaluate("document.body.innerText")
+        first = browser.evaluate("document.querySelector('[data-testid=stImage] img').src")
         shot = tmp_path / "search.png"
         browser.screenshot(shot)
     finally:
@@ -159,6 +173,17 @@ def test_search_page_in_headless_chromium(served_app, tmp_path):
     assert "1. " in text and "scene_" in text  # ranked results with their file names
     assert dom.count("<img") >= 12
     assert shot.stat().st_size > 10_000
+    # the first result as the browser shows it: inside every object, its own colour, not an overlay's
+    name = re.search(r"\b1\. [-0-9.]+ · (scene_\d+\.png)", text).group(1)
+    scene = next(s for s in scenes if f"scene_{s.index:05d}.png" == name)
+    with urllib.request.urlopen(urllib.parse.urljoin(f"http://127.0.0.1:{port}/", first), timeout=10) as r:
+        shown = np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB"), dtype=float)
+    for obj in scene.objects:
+        inside = _well_inside(obj.mask, shown.shape[:2])
+        assert inside.sum() > 20, obj.name
+        seen, drawn = shown[inside].mean(axis=0), scene.image[_well_inside(obj.mask, obj.mask.shape)].mean(axis=0)
+        assert np.abs(seen - drawn).max() <= 12, (obj.name, seen, drawn)  # JPEG twice, nothing more
+        assert np.abs(seen - COLOURS[obj.colour]).max() <= 15 + 12, (obj.name, seen)
     if os.environ.get("IRS_SCREENSHOT_DIR"):
         target = Path(os.environ["IRS_SCREENSHOT_DIR"])
         target.mkdir(parents=True, exist_ok=True)
