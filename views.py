@@ -5,6 +5,7 @@ The pages (app.py and pages/) stay thin; the work is in the irs library, which n
 
 from __future__ import annotations
 
+import html
 import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -166,7 +167,7 @@ def legend(phrases: list[str], fill: bool = False) -> str:
     parts = []
     for i, phrase in enumerate(phrases):
         swatch = f"<span style='color:rgb{PALETTE[i % len(PALETTE)]}'>■</span> " if fill else ""
-        parts.append(f"{swatch}{tag(i)} {phrase}")
+        parts.append(f"{swatch}{tag(i)} {html.escape(phrase)}")  # the query is shown as HTML
     return " · ".join(parts)
 
 
