@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -93,6 +94,7 @@ class Match:
     phrase: str
     segment: Segment | None
     parts: dict[str, float] = field(default_factory=dict)
+    confidence: float = math.nan  # 0..1, 0.5 the line between a good and a weak match (irs.confidence)
 
 
 @dataclass
@@ -107,6 +109,7 @@ class SearchResult:
     paths: list[str] = field(default_factory=list)  # every path with these bytes
     matches: list[Match] = field(default_factory=list)  # the segment matched for each query phrase
     parsed: ParsedQuery | None = None
+    confidence: float = math.nan  # 0..1, 0.5 the line between a good and a weak result (irs.confidence)
 
     def to_json(self) -> dict:
         """The `search --json` shape."""
@@ -115,6 +118,7 @@ class SearchResult:
             "paths": self.paths,
             "sha256": self.sha256,
             "score": round(self.score, 6),
+            "confidence": _json_number(self.confidence),
             "parts": {k: round(v, 6) for k, v in self.parts.items()},
             "segment": segment_json(self.segment),
             "parsed": self.parsed.to_json() if self.parsed else None,
@@ -123,10 +127,16 @@ class SearchResult:
                     "phrase": m.phrase,
                     "segment": segment_json(m.segment),
                     "parts": {k: round(v, 6) for k, v in m.parts.items()},
+                    "confidence": _json_number(m.confidence),
                 }
                 for m in self.matches
             ],
         }
+
+
+def _json_number(value: float) -> float | None:
+    """Rounded for JSON; None where unknown (NaN is not JSON)."""
+    return round(value, 6) if math.isfinite(value) else None
 
 
 def segment_json(segment: Segment | None) -> dict | None:

@@ -22,6 +22,10 @@ are exact. Decided?: when an image outside every pool could still beat the k-th 
 made of the pools' lowest similarities), grow: the pools grow and the ranking is redone. The top k are
 therefore the true top k.
 
+Every result and every phrase match then gets a confidence (irs.confidence): its similarity read against the
+median of the phrase's final pool (what the phrase finds in typical segments here), capped by its position
+and relation fits. It is computed from what the ranking already fetched and never changes the ranking.
+
 Every search ends: k is capped at the number of images, pools never grow past the collection (once they
 cover it nothing is unseen), each refinement round scores at least one more candidate, a bound that is not
 finite counts as "cannot be decided" (the candidate is scored exactly; an unseen bound stops the growth),
@@ -38,6 +42,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from irs.confidence import calibration_for, match_confidence, result_confidence, similarity_confidence
 from irs.query import ParsedQuery, Phrase
 from irs.records import Match, SearchResult, Segment
 from irs.settings import Settings
@@ -268,7 +273,7 @@ def rank(store: Store, parsed: ParsedQuery, vectors: QueryVectors, k: int, setti
         if _decided(top, _unseen_bound(parsed, gathered, settings), k) or pools.complete:
             break
         pools = pools.grown()
-    return _results(store, parsed, top)
+    return _results(store, parsed, top, gathered, settings)
 
 
 def _whole_query_as_phrase(parsed: ParsedQuery, vectors: QueryVectors) -> tuple[ParsedQuery, QueryVectors]:
@@ -291,6 +296,9 @@ class Gathered:
     image_floor: float | None
     # Per phrase, no segment outside its pool is more similar to the phrase than this; None: the pool holds all.
     floors: list[float | None]
+    # Per phrase, the median similarity of its pool (NaN when empty): the level of typical segments, for confidence.
+    typical: list[float] = field(default_factory=list)
+    image_typical: float = math.nan  # the same for the image pool
 
 
 @dataclass
@@ -316,26 +324,32 @@ def _gather(store: Store, vectors: QueryVectors, pools: Pools, use_segments: boo
     image_floor = min(image_sims.values(), default=1.0) if len(image_sims) < pools.total_images else None
     hits: list[dict[str, list[PoolHit]]] = []
     floors: list[float | None] = []
+    typical: list[float] = []
     for vec in vectors.phrases:
-        by_image, floor = _phrase_pool(store, vec, pools) if use_segments else ({}, None)
+        by_image, floor, middle = _phrase_pool(store, vec, pools) if use_segments else ({}, None, math.nan)
         hits.append(by_image)
         floors.append(floor)
+        typical.append(middle)
+    image_typical = float(np.median(list(image_sims.values()))) if image_sims else math.nan
     shas = list(dict.fromkeys([*image_sims, *(sha for by_image in hits for sha in by_image)]))
     # images found only through their segments: their similarity to the whole query from their vectors
     for sha, vec in store.vectors.image_vectors([s for s in shas if s not in image_sims]).items():
         image_sims[sha] = float(vec @ vectors.whole)
-    return Gathered({sha: image_sims[sha] for sha in shas if sha in image_sims}, hits, image_floor, floors)
+    kept = {sha: image_sims[sha] for sha in shas if sha in image_sims}
+    return Gathered(kept, hits, image_floor, floors, typical, image_typical)
 
 
-def _phrase_pool(store: Store, vec: np.ndarray, pools: Pools) -> tuple[dict[str, list[PoolHit]], float | None]:
-    """One phrase's nearest segments grouped by image, and the pool's floor (None when it holds all)."""
+def _phrase_pool(store: Store, vec: np.ndarray, pools: Pools) -> tuple[dict[str, list[PoolHit]], float | None, float]:
+    """One phrase's nearest segments grouped by image, the pool's floor (None when it holds all) and its
+    median similarity (NaN when empty)."""
     found = store.vectors.query_segments(vec, pools.segments)
     by_image: dict[str, list[PoolHit]] = {}
     for hit in found:
         by_image.setdefault(hit.sha256, []).append((hit.segment, hit.similarity))
     # an image's segment outside the pool is no more similar than the pool's last one
     floor = found[-1].similarity if found and len(found) < pools.total_segments else None
-    return by_image, floor
+    middle = float(np.median([hit.similarity for hit in found])) if found else math.nan
+    return by_image, floor, middle
 
 
 def _bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings, has_negatives: bool) -> list[ImageCandidate]:
@@ -477,13 +491,29 @@ def _whole_image_only(image_sim: float, negative: float, settings: Settings) -> 
     return Scored(fused, {"image": image_sim, "fused": fused}, [])
 
 
-def _results(store: Store, parsed: ParsedQuery, top: list[ImageCandidate]) -> list[SearchResult]:
+def _results(
+    store: Store, parsed: ParsedQuery, top: list[ImageCandidate], gathered: Gathered, settings: Settings
+) -> list[SearchResult]:
     paths = store.catalog.paths_of([c.sha256 for c in top])
+    calibration = calibration_for(settings.clip_model)
+    weights = [p.weight for p in parsed.phrases]
     results = []
     for cand in top:
         if not paths.get(cand.sha256) or cand.scored is UNREADABLE:
             continue
-        matches = [Match(m.phrase, _stored(store, cand.sha256, m.segment), m.parts) for m in cand.scored.matches]
+        matches = [
+            Match(
+                m.phrase,
+                _stored(store, cand.sha256, m.segment),
+                m.parts,
+                match_confidence(m.parts, typical, calibration),
+            )
+            for m, typical in zip(cand.scored.matches, gathered.typical)
+        ]
+        if matches:
+            confidence = result_confidence([m.confidence for m in matches], weights)
+        else:  # whole image only (weight_segment = 0): the image's similarity against the image pool's
+            confidence = similarity_confidence(cand.image_sim, gathered.image_typical, calibration)
         results.append(
             SearchResult(
                 path=paths[cand.sha256][0],
@@ -494,6 +524,7 @@ def _results(store: Store, parsed: ParsedQuery, top: list[ImageCandidate]) -> li
                 segment=matches[0].segment if matches else None,
                 matches=matches,
                 parsed=parsed,
+                confidence=confidence,
             )
         )
     return results

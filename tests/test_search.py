@@ -79,6 +79,9 @@ def assert_exact_top_k(index: Index, text: str, k: int, settings) -> None:
     for r in got:
         assert r.parts["fused"] == pytest.approx(r.score)
         assert len(r.matches) == max(len(parse_query(text).phrases), 1)
+        # a confidence for the result and every match, 0..1, the result's its weakest counted match's
+        assert 0.0 <= r.confidence <= 1.0 and all(0.0 <= m.confidence <= 1.0 for m in r.matches), where
+        assert r.confidence in [m.confidence for m in r.matches], where
 
 
 @pytest.mark.parametrize("image_pool,segment_pool", [(100, 400), (0, 0), (1, 1), (2, 3), (0, 5)])
@@ -120,6 +123,7 @@ def test_whole_image_mode_ignores_segments(index, scenes_folder):
     sims = sorted((float(v @ vectors.whole) for v in image_vecs.values()), reverse=True)[:3]
     assert [r.score for r in got] == pytest.approx(sims, abs=1e-5)
     assert all(r.segment is None and r.matches == [] for r in got)
+    assert all(0.0 <= r.confidence <= 1.0 for r in got)  # from the image's similarity alone
 
 
 def test_best_segment_is_the_most_similar_one(index, scenes_folder):
