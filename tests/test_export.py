@@ -82,7 +82,9 @@ def test_csv_has_a_header_and_one_row_per_result():
     rows = list(csv.DictReader(io.StringIO(to_csv(results()))))
     assert [r["rank"] for r in rows] == ["1", "2"] and [r["path"] for r in rows] == ["/g/a.png", "/g/b.png"]
     assert float(rows[0]["segment"]) == 0.6 and rows[1]["segment"] == ""  # parts missing from a result: empty
-    assert [float(rows[0][k]) for k in ("box_x0", "box_y0", "box_x1", "box_y1")] == pytest.approx([0, 0.25, 1 / 3, 0.75])
+    assert [float(rows[0][k]) for k in ("box_x0", "box_y0", "box_x1", "box_y1")] == pytest.approx(
+        [0, 0.25, 1 / 3, 0.75]
+    )
     assert rows[1]["box_x0"] == ""
 
 
