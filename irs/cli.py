@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from irs.catalog import damaged_message
-from irs.evaluate import MODES, format_table, load_coco_captions, load_jsonl, load_karpathy, score_queries
+from irs.evaluate import (
+    MODES,
+    drop_ambiguous,
+    format_table,
+    load_coco_captions,
+    load_jsonl,
+    load_karpathy,
+    score_queries,
+)
 from irs.export import export_format, write_export
 from irs.index import Index, IndexReport, Progress
 from irs.load import LoadError
@@ -237,6 +245,16 @@ def _eval(index: Index, args: argparse.Namespace) -> int:
     queries = loader(args.queries)
     if args.folder:
         _index(index, argparse.Namespace(folder=args.folder, no_segments=False, quiet=False))
+    loaded = len(queries)
+    queries, ambiguous = drop_ambiguous(queries, index.indexed_paths())
+    if ambiguous:
+        shown = ", ".join(_shown(name) for name in ambiguous[:10]) + (" …" if len(ambiguous) > 10 else "")
+        print(
+            f"irs: {len(ambiguous)} relevant names match several indexed images and were not counted "
+            f"(give paths relative to the indexed folder): {shown}; {loaded - len(queries)} queries left "
+            "with nothing relevant were skipped",
+            file=sys.stderr,
+        )
     out = {}
     for mode in args.modes.split(","):
         if mode not in MODES:

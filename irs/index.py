@@ -552,6 +552,10 @@ class Index:
         """One stored segment with its mask, or None."""
         return self.catalog.segment(sha256, index)
 
+    def indexed_paths(self) -> dict[str, str]:
+        """Every indexed path -> the sha256 of its bytes."""
+        return {path: known.sha256 for path, known in self.catalog.known_files().items()}
+
     def recent_folders(self, limit: int = 10) -> list[str]:
         """Folders indexed into this database, most recent first."""
         return self.catalog.recent_folders(limit)

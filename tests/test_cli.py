@@ -288,3 +288,21 @@ def test_search_exports_csv_and_json(whole_image_db, tmp_path):
 def test_profile_help_lists_every_profile():
     out = irs("search", "--help")
     assert "default, test, demo" in " ".join(out.stdout.split())
+
+
+def test_eval_counts_same_named_files_by_relative_path_and_says_which_names_it_cannot(tmp_path):
+    for folder, seed in (("trip", 1), ("home", 2)):
+        write_folder(tmp_path / "photos" / folder, 2, seed=seed, side=64)  # scene_00000.png in both
+    db = str(tmp_path / "db")
+    assert irs("--db", db, "index", str(tmp_path / "photos"), "--no-segments").returncode == 0
+    queries = tmp_path / "q.jsonl"
+    lines = [
+        {"query": "a red circle", "relevant": ["trip/scene_00000.png"]},
+        {"query": "a blue square", "relevant": ["scene_00001.png"]},
+    ]
+    queries.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = irs("--db", db, "eval", str(queries), "--modes", "whole_image", "--json", str(tmp_path / "m.json"))
+    assert out.returncode == 0, out.stderr
+    assert "1 relevant names match several indexed images and were not counted" in out.stderr
+    assert "scene_00001.png" in out.stderr and "1 queries left with nothing relevant were skipped" in out.stderr
+    assert "1 queries, mode whole_image" in out.stdout
