@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from irs.catalog import damaged_message
 from irs.evaluate import (
     MODES,
+    anchor,
     drop_ambiguous,
     format_table,
     load_coco_captions,
@@ -245,8 +246,10 @@ def _eval(index: Index, args: argparse.Namespace) -> int:
     queries = loader(args.queries)
     if args.folder:
         _index(index, argparse.Namespace(folder=args.folder, no_segments=False, quiet=False))
-    loaded = len(queries)
-    queries, ambiguous = drop_ambiguous(queries, index.indexed_paths())
+    loaded, indexed = len(queries), index.indexed_paths()
+    if args.folder:  # the file's names are relative to the folder it names
+        queries = anchor(queries, args.folder, indexed)
+    queries, ambiguous = drop_ambiguous(queries, indexed)
     if ambiguous:
         shown = ", ".join(_shown(name) for name in ambiguous[:10]) + (" …" if len(ambiguous) > 10 else "")
         print(

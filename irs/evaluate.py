@@ -114,6 +114,20 @@ def _entry(result: SearchResult, entries: Iterable[str]) -> str | None:
     return next((e for e in entries if any(matches(p, e) for p in paths)), None)
 
 
+def anchor(queries: list[EvalQuery], folder: str, indexed: dict[str, str]) -> list[EvalQuery]:
+    """Queries whose entries that name a file indexed under `folder` (`--folder`) name that file's path."""
+    root = os.path.realpath(os.path.expanduser(folder))  # as add_folder resolves it
+
+    def fix(entry: str) -> str:
+        path = os.path.join(root, *entry.split("/"))
+        return path if path in indexed else entry
+
+    return [
+        EvalQuery(q.text, {fix(e) for e in q.relevant}, {fix(k): v for k, v in q.regions.items()}, q.family)
+        for q in queries
+    ]
+
+
 def drop_ambiguous(queries: list[EvalQuery], indexed: dict[str, str]) -> tuple[list[EvalQuery], list[str]]:
     """Queries without the entries that name more than one indexed image (`indexed`: path -> sha256), and
     those entries, sorted. Copies of the same bytes are one image. A query left with nothing relevant is

@@ -6,6 +6,7 @@ import pytest
 
 from irs.evaluate import (
     EvalQuery,
+    anchor,
     average_precision,
     drop_ambiguous,
     load_coco_captions,
@@ -146,3 +147,10 @@ def test_a_bare_name_that_several_indexed_images_have_is_not_counted():
     kept, ambiguous = drop_ambiguous(queries, indexed)
     assert ambiguous == ["IMG_0001.JPG"]
     assert [(q.text, q.relevant, q.regions) for q in kept] == [("both", {"IMG_0002.JPG"}, {})]
+
+
+def test_names_relative_to_the_folder_given_are_that_folders_files():
+    indexed = {"/p/trip/IMG_0001.JPG": "t1", "/p/home/IMG_0001.JPG": "h1"}
+    queries = anchor([EvalQuery("beach", {"IMG_0001.JPG", "other.jpg"})], "/p/trip", indexed)
+    kept, ambiguous = drop_ambiguous(queries, indexed)
+    assert ambiguous == [] and kept[0].relevant == {"/p/trip/IMG_0001.JPG", "other.jpg"}
