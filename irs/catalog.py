@@ -289,6 +289,11 @@ class Catalog:
         rows = self._rows(f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE sha256=? AND idx=?", (sha, idx))
         return _segment(rows[0]) if rows else None
 
+    def image_size(self, sha: str) -> tuple[int, int] | None:
+        """An image's original (width, height), or None when it is not in the catalog."""
+        rows = self._rows("SELECT width, height FROM images WHERE sha256=?", (sha,))
+        return (int(rows[0]["width"]), int(rows[0]["height"])) if rows and rows[0]["width"] else None
+
     def segment_count(self, shas: Iterable[str]) -> dict[str, int]:
         """sha256 -> how many segment rows it has."""
         shas = list(shas)

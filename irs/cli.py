@@ -17,11 +17,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from irs.catalog import damaged_message
-from irs.evaluate import MODES, format_table, load_coco_captions, load_jsonl, load_karpathy, score_queries
+from irs.evaluate import (
+    MODES,
+    anchor,
+    drop_ambiguous,
+    format_table,
+    load_coco_captions,
+    load_jsonl,
+    load_karpathy,
+    score_queries,
+)
+from irs.export import export_format, write_export
 from irs.index import Index, IndexReport, Progress
+from irs.load import LoadError
 from irs.locks import DatabaseBusy
 from irs.models import WeightsError
-from irs.settings import SettingsError, load_settings
+from irs.query import parse_query
+from irs.settings import PROFILES, SettingsError, load_settings
 from irs.store import ManifestMismatch, StoreError
 
 T = TypeVar("T")
@@ -36,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", default=argparse.SUPPRESS, help="database folder (IRS_DB)")
     common.add_argument(
-        "--profile", default=argparse.SUPPRESS, help="settings profile: default, test or demo (IRS_PROFILE)"
+        "--profile", default=argparse.SUPPRESS, help=f"settings profile: {', '.join(PROFILES)} (IRS_PROFILE)"
     )
     parser = argparse.ArgumentParser(
         prog="irs", description="Image retrieval with SAM segments and CLIP.", parents=[common]
@@ -51,10 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-segments", action="store_true", help="whole-image vectors only")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
-    p = command("search", "search the index with a text query")
-    p.add_argument("query")
+    p = command("search", "search the index with a text query, a query image, or both")
+    p.add_argument("query", nargs="?", help="what to look for (optional with --image)")
     p.add_argument("-k", type=int, default=10, help="how many images (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--image", metavar="FILE", help="find images like this one (mixed with the query when given)")
+    p.add_argument("--image-weight", type=float, default=1.0, help="the query image's weight in the mix (default 1)")
+    p.add_argument("--text-weight", type=float, default=1.0, help="the query text's weight in the mix (default 1)")
+    p.add_argument(
+        "--export", metavar="FILE", help="also write the results to FILE: .csv, .json, or .coco.json (masks)"
+    )
 
     p = command("errors", "files that could not be indexed, with reasons")
     p.add_argument("--json", action="store_true", help="print JSON: [{path, reason}]")
@@ -179,10 +197,22 @@ def _check(index: Index, args: argparse.Namespace) -> int:
 
 
 def _search(index: Index, args: argparse.Namespace) -> int:
-    results = index.search(args.query, k=args.k)
+    if args.export:
+        export_format(args.export)  # a name irs cannot write is refused before the search, not after
+    if args.image is None:
+        results = index.search(args.query, k=args.k)
+    else:
+        results = index.search_image(args.image, args.query, args.k, args.image_weight, args.text_weight)
+    shown = _relative_to(index.recent_folders())
+    if args.export:
+        write_export(args.export, results, index.image_size, shown)
+        print(f"exported {len(results)} results to {args.export}", file=sys.stderr)
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
         return 0
+    parsed = results[0].parsed if results else parse_query(args.query) if args.image is None else None
+    if parsed is not None:
+        print(f"parsed: {parsed.describe()}")
     if not results:
         print("no results: the index is empty" if index.stats().images == 0 else "no results")
     for rank, r in enumerate(results, 1):
@@ -190,8 +220,18 @@ def _search(index: Index, args: argparse.Namespace) -> int:
         where = ""
         if r.segment is not None:
             where = " segment box=" + ",".join(f"{v:.2f}" for v in r.segment.bbox)
-        print(f"{rank:3d}. {r.score:.4f}  {r.path}  [{parts}]{where}")
+        print(f"{rank:3d}. {r.score:.4f}  {_shown(shown(r.path))}  [{parts}]{where}")
     return 0
+
+
+def _relative_to(folders: list[str]) -> Callable[[str], str]:
+    """A path shown relative to the innermost of `folders` it lies under, else in full."""
+    prefixes = sorted((f.rstrip(os.sep) + os.sep for f in folders), key=len, reverse=True)
+
+    def shown(path: str) -> str:
+        return next((path[len(p) :] for p in prefixes if path.startswith(p)), path)
+
+    return shown
 
 
 def _eval(index: Index, args: argparse.Namespace) -> int:
@@ -206,6 +246,18 @@ def _eval(index: Index, args: argparse.Namespace) -> int:
     queries = loader(args.queries)
     if args.folder:
         _index(index, argparse.Namespace(folder=args.folder, no_segments=False, quiet=False))
+    loaded, indexed = len(queries), index.indexed_paths()
+    if args.folder:  # the file's names are relative to the folder it names
+        queries = anchor(queries, args.folder, indexed)
+    queries, ambiguous = drop_ambiguous(queries, indexed)
+    if ambiguous:
+        shown = ", ".join(_shown(name) for name in ambiguous[:10]) + (" …" if len(ambiguous) > 10 else "")
+        print(
+            f"irs: {len(ambiguous)} relevant names match several indexed images and were not counted "
+            f"(give paths relative to the indexed folder): {shown}; {loaded - len(queries)} queries left "
+            "with nothing relevant were skipped",
+            file=sys.stderr,
+        )
     out = {}
     for mode in args.modes.split(","):
         if mode not in MODES:
@@ -227,7 +279,10 @@ def _eval(index: Index, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Exit 0 when it ran (files that failed are listed, not fatal), 1 when `check`
     finds disagreements, 2 when irs could not run (bad settings, no database, a busy or damaged one)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "search" and args.query is None and args.image is None:
+        parser.error("search needs a query, --image FILE, or both")
     logging.basicConfig(level=logging.WARNING, format="irs: %(message)s")
     # PIL logs what it meets inside broken files without naming them; irs lists each file with its reason
     logging.getLogger("PIL").setLevel(logging.CRITICAL)
@@ -251,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         ValueError,
         StoreError,
         DatabaseBusy,
+        LoadError,
     ) as err:
         return _fail(err)
     except sqlite3.DatabaseError as err:  # damaged after it was opened
@@ -274,8 +330,8 @@ def _run(index: Index, args: argparse.Namespace) -> int:
             print(json.dumps([{"path": bad.path, "reason": bad.reason} for bad in errors], indent=2))
         for bad in [] if args.json else errors:
             print(f"{_shown(bad.path)}\t{bad.reason}")
-        if not errors:
-            print("no files failed", file=sys.stderr)
+        if not errors and not args.json:
+            print("no files failed")
         return 0
     if args.command == "eval":
         return _eval(index, args)

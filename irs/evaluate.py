@@ -1,7 +1,9 @@
 """Evaluate: ranking metrics, loaders for real benchmarks, and the settings modes they are compared in
 (`python -m irs eval`, the annotate page; the synthetic spatial benchmark is irs.benchmark).
 
-Metrics (binary relevance, images identified by file name):
+Metrics (binary relevance). An evaluation file names each relevant image by a path relative to the indexed
+folder ("val2017/0001.jpg": it matches an indexed path that ends with it) or by its bare file name (matched
+only when one indexed image has that name; see `drop_ambiguous`).
 - R@K: the share of queries with at least one relevant image in the top K.
 - mAP: mean over queries of average precision over the top `depth` results (100 by default),
   AP = sum over relevant hits of precision at that rank / min(relevant count, depth).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +38,8 @@ MODES: dict[str, dict[str, float]] = {
 @dataclass
 class EvalQuery:
     text: str
-    relevant: set[str]  # file names
-    regions: dict[str, list[Box]] = field(default_factory=dict)  # file name -> ground-truth boxes
+    relevant: set[str]  # relative paths or file names, "/"-separated
+    regions: dict[str, list[Box]] = field(default_factory=dict)  # relative path or file name -> ground-truth boxes
     family: str = "all"
 
 
@@ -79,10 +82,11 @@ def score_queries(
             results = search(q.text, depth)
         except ValueError:  # a caption with nothing to search for (empty, punctuation) counts as a miss
             results = []
-        ranked = [Path(r.path).name for r in results]
+        ranked = [_entry(r, q.relevant) or r.path for r in results]
         loc = None
-        if results and ranked[0] in q.relevant and q.regions.get(ranked[0]) and results[0].matches:
-            loc = float(localized(results[0], q.regions[ranked[0]]))
+        regions = q.regions.get(_entry(results[0], q.regions) or "") if results else None
+        if ranked and ranked[0] in q.relevant and regions and results[0].matches:
+            loc = float(localized(results[0], regions))
         row = {
             "r1": recall_at(ranked, q.relevant, 1),
             "r5": recall_at(ranked, q.relevant, 5),
@@ -98,6 +102,58 @@ def score_queries(
     return {family: _mean_rows(family_rows) for family, family_rows in rows.items()}
 
 
+def matches(path: str, entry: str) -> bool:
+    """Whether an indexed path is the image an evaluation entry names (a relative path or a file name)."""
+    path = path.replace(os.sep, "/")
+    return path == entry or path.endswith("/" + entry)
+
+
+def _entry(result: SearchResult, entries: Iterable[str]) -> str | None:
+    """The evaluation entry a result is (any of its paths may match), or None."""
+    paths = result.paths or [result.path]
+    return next((e for e in entries if any(matches(p, e) for p in paths)), None)
+
+
+def anchor(queries: list[EvalQuery], folder: str, indexed: dict[str, str]) -> list[EvalQuery]:
+    """Queries whose entries that name a file indexed under `folder` (`--folder`) name that file's path."""
+    root = os.path.realpath(os.path.expanduser(folder))  # as add_folder resolves it
+
+    def fix(entry: str) -> str:
+        path = os.path.join(root, *entry.split("/"))
+        return path if path in indexed else entry
+
+    return [
+        EvalQuery(q.text, {fix(e) for e in q.relevant}, {fix(k): v for k, v in q.regions.items()}, q.family)
+        for q in queries
+    ]
+
+
+def drop_ambiguous(queries: list[EvalQuery], indexed: dict[str, str]) -> tuple[list[EvalQuery], list[str]]:
+    """Queries without the entries that name more than one indexed image (`indexed`: path -> sha256), and
+    those entries, sorted. Copies of the same bytes are one image. A query left with nothing relevant is
+    dropped: it cannot be scored."""
+    by_name: dict[str, list[tuple[str, str]]] = {}
+    for path, sha in indexed.items():
+        by_name.setdefault(Path(path).name, []).append((path, sha))
+    ambiguous: set[str] = set()
+    for entry in {e for q in queries for e in q.relevant}:
+        if len({sha for path, sha in by_name.get(Path(entry).name, []) if matches(path, entry)}) > 1:
+            ambiguous.add(entry)
+    kept = []
+    for q in queries:
+        relevant = q.relevant - ambiguous
+        if relevant:
+            regions = {k: v for k, v in q.regions.items() if k not in ambiguous}
+            kept.append(EvalQuery(q.text, relevant, regions, q.family))
+    return kept, sorted(ambiguous)
+
+
+def _entry_name(text: str) -> str:
+    """An evaluation file's image entry as matched: "/"-separated, without a leading "./"."""
+    text = text.replace("\\", "/")
+    return text[2:] if text.startswith("./") else text
+
+
 def _mean_rows(rows: list[dict[str, float | None]]) -> dict[str, float | None]:
     out: dict[str, float | None] = {"n": float(len(rows))}
     for key in rows[0]:
@@ -110,8 +166,8 @@ def _mean_rows(rows: list[dict[str, float | None]]) -> dict[str, float | None]:
 
 
 def load_jsonl(path: str | Path) -> list[EvalQuery]:
-    """One object per line: {"query": str, "relevant": [file names], "regions": {file: [[x0,y0,x1,y1]]}?,
-    "family": str?}. Boxes are normalised to 0..1."""
+    """One object per line: {"query": str, "relevant": [paths or file names], "regions": {path or file:
+    [[x0,y0,x1,y1]]}?, "family": str?}. Boxes are normalised to 0..1."""
     queries = []
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip():
@@ -121,8 +177,8 @@ def load_jsonl(path: str | Path) -> list[EvalQuery]:
             queries.append(
                 EvalQuery(
                     text=str(obj["query"]),
-                    relevant={Path(r).name for r in obj["relevant"]},
-                    regions={Path(k).name: [tuple(b) for b in v] for k, v in (obj.get("regions") or {}).items()},
+                    relevant={_entry_name(str(r)) for r in obj["relevant"]},
+                    regions={_entry_name(k): [tuple(b) for b in v] for k, v in (obj.get("regions") or {}).items()},
                     family=str(obj.get("family", "all")),
                 )
             )
@@ -134,7 +190,7 @@ def load_jsonl(path: str | Path) -> list[EvalQuery]:
 def load_coco_captions(path: str | Path) -> list[EvalQuery]:
     """COCO `captions_val2017.json`: every caption is a query; its image is the one relevant answer."""
     data = json.loads(Path(path).read_text())
-    names = {img["id"]: img["file_name"] for img in data["images"]}
+    names = {img["id"]: _entry_name(img["file_name"]) for img in data["images"]}
     return [EvalQuery(a["caption"].strip(), {names[a["image_id"]]}) for a in data["annotations"]]
 
 

@@ -8,6 +8,7 @@ segmentation finishes. Every step is resumable: rerunning `add_folder` skips wha
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -16,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from PIL import Image
 
 from irs.embed import Embedder
-from irs.load import LoadError, check_folder, discover, load_image, printable
+from irs.load import LoadError, check_folder, decode_image, discover, load_image, printable
 from irs.locks import FileLock, writer_lock
 from irs.pipeline import TimeLimitExceeded, Writer, call_with_time_limit, prefetch
 from irs.query import ParsedQuery, Phrase, check_searchable, parse_query
@@ -457,9 +459,73 @@ class Index:
             vector = self.store.vectors.segment_vector(sha256, segment_index)
         if vector is None:
             return []
-        label = "(this image)" if segment_index is None else f"(segment {segment_index})"
+        if segment_index is None:
+            # a whole image is compared with whole images: against segment crops it scores even itself ~0.6
+            return self._rank_whole_images(ParsedQuery("(this image)"), vector, k, self.settings)
+        label = f"(segment {segment_index})"
         parsed = ParsedQuery(label, (Phrase(label),))
         return rank(self.store, parsed, QueryVectors(vector, [vector]), k, self.settings)
+
+    def search_image(
+        self,
+        image: str | os.PathLike | bytes,
+        text: str | None = None,
+        k: int = 10,
+        image_weight: float = 1.0,
+        text_weight: float = 1.0,
+        settings: Settings | None = None,
+    ) -> list[SearchResult]:
+        """The k images most like a query image (a path, or the file's bytes), rclip-style: its vector,
+        mixed with the whole vector of `text` when given (a weighted sum, normalised), against whole-image
+        vectors. Negative terms in `text` ("-dog") count as in `search`.
+
+        A file that cannot be read or decoded raises LoadError naming it and the reason; a text with nothing
+        to search for raises QueryError; weights must be finite and >= 0, not both 0."""
+        k = check_k(k)
+        for name, weight in (("image_weight", image_weight), ("text_weight", text_weight)):
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {weight!r}")
+        if text is not None and image_weight + text_weight <= 0:
+            raise ValueError("image_weight and text_weight are both 0: nothing to search for")
+        name = "the query image" if isinstance(image, bytes) else printable(os.fspath(image))
+        s = self.settings
+        try:
+            # decoded exactly as indexing decodes, so an indexed file's query vector equals its stored one
+            if isinstance(image, bytes):
+                loaded = decode_image(image, s.max_pixels, s.work_max_side)
+            else:
+                loaded = load_image(os.fspath(image), s.max_pixels, s.work_max_side)
+        except LoadError as err:
+            raise LoadError(f"{name}: {err}") from None
+        vector = self.embedder.images([Image.fromarray(loaded.pixels)])[0]
+        parsed, negatives = ParsedQuery(f"(image {Path(name).name})"), []
+        if text is not None:
+            wanted = parse_query(text)
+            check_searchable(wanted)
+            vectors = embed_query(self.embedder, wanted)
+            vector = image_weight * vector + text_weight * vectors.whole
+            vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+            parsed = ParsedQuery(f"{parsed.text} + {wanted.text}", negatives=wanted.negatives)
+            negatives = vectors.negatives
+        return self._rank_whole_images(parsed, vector, k, settings or self.settings, negatives)
+
+    def _rank_whole_images(
+        self,
+        parsed: ParsedQuery,
+        vector: np.ndarray,
+        k: int,
+        settings: Settings,
+        negatives: list[np.ndarray] | None = None,
+    ) -> list[SearchResult]:
+        """Rank by a query vector against whole-image vectors only; `parsed` names the query (its text
+        becomes its one phrase) and carries its negative terms."""
+        parsed = ParsedQuery(parsed.text, (Phrase(parsed.text),), (), parsed.negatives)
+        whole_only = settings.replace(weight_image=1.0, weight_segment=0.0)
+        return rank(self.store, parsed, QueryVectors(vector, [vector], negatives or []), k, whole_only)
+
+    def image_size(self, sha256: str) -> tuple[int, int] | None:
+        """An indexed image's original (width, height), or None when it is not known."""
+        return self.catalog.image_size(sha256)
 
     def errors(self) -> list[BadFile]:
         """Files that could not be indexed, with reasons."""
@@ -485,6 +551,10 @@ class Index:
     def segment(self, sha256: str, index: int) -> Segment | None:
         """One stored segment with its mask, or None."""
         return self.catalog.segment(sha256, index)
+
+    def indexed_paths(self) -> dict[str, str]:
+        """Every indexed path -> the sha256 of its bytes."""
+        return {path: known.sha256 for path, known in self.catalog.known_files().items()}
 
     def recent_folders(self, limit: int = 10) -> list[str]:
         """Folders indexed into this database, most recent first."""

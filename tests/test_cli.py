@@ -40,8 +40,19 @@ def test_index_search_json_errors(tmp_path, scenes_folder):
         assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
         assert len(seg["centroid"]) == 2 and 0 < seg["area"] <= 1
 
-    out = irs("--db", db, "search", "a red car", "-k", "2")
-    assert out.stdout.startswith("  1. ") and "segment box=" in out.stdout
+    out = irs("--db", db, "search", "a red car on the left", "-k", "2")
+    lines = out.stdout.splitlines()
+    assert lines[0] == "parsed: object: a red car · position: left"
+    assert lines[1].startswith("  1. ") and "segment box=" in out.stdout
+    assert f"  {scenes_folder}" not in out.stdout and "  scene_0000" in out.stdout  # relative to the folder
+
+    coco = tmp_path / "found.coco.json"
+    out = irs("--db", db, "search", "a red circle", "-k", "3", "--export", str(coco))
+    assert out.returncode == 0 and f"exported 3 results to {coco}" in out.stderr
+    exported = json.loads(coco.read_text())
+    assert [i["file_name"] for i in exported["images"]] == [line.split()[2] for line in out.stdout.splitlines()[1:]]
+    assert exported["categories"] == [{"id": 1, "name": "a red circle", "supercategory": "query"}]
+    assert len(exported["annotations"]) == 3 and exported["images"][0]["width"] == 192
 
     irs("--db", db, "index", str(tmp_path / "bad"))
     out = irs("--db", db, "errors")
@@ -178,7 +189,9 @@ def test_progress_in_a_log_is_plain_lines(tmp_path, scenes_folder):
 def test_errors_says_when_there_are_none(whole_image_db):
     db = whole_image_db
     out = irs("errors", "--db", db)
-    assert out.returncode == 0 and out.stdout == "" and "no files failed" in out.stderr
+    assert out.returncode == 0 and out.stdout == "no files failed\n"
+    out = irs("errors", "--db", db, "--json")
+    assert out.returncode == 0 and json.loads(out.stdout) == [] and out.stderr == ""
 
 
 def test_bad_settings_name_the_setting_and_never_show_a_traceback(tmp_path, scenes_folder):
@@ -238,3 +251,58 @@ def test_check_finds_a_lost_vector_store_and_repair_rebuilds_it(tmp_path, scenes
     assert out.returncode == 0 and "repaired: 8 images re-embedded" in out.stdout, out.stderr
     out = irs("check", "--db", str(db))
     assert out.returncode == 0 and out.stdout.strip() == "SQLite and Chroma agree"
+
+
+def test_search_by_image_ranks_that_image_first(whole_image_db, scenes_folder, tmp_path):
+    query = scenes_folder / "scene_00004.png"
+    out = irs("--db", whole_image_db, "search", "--image", str(query), "--json", "-k", "3")
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert results[0]["path"] == str(query) and results[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    out = irs("--db", whole_image_db, "search", "a blue square", "--image", str(query), "--image-weight", "0.5")
+    assert out.returncode == 0 and "parsed: object: (image scene_00004.png) + a blue square" in out.stdout
+
+
+def test_search_by_a_bad_image_or_by_nothing_exits_2_saying_why(whole_image_db, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    out = irs("--db", whole_image_db, "search", "--image", str(bad))
+    assert out.returncode == 2 and out.stderr.startswith(f"irs: {bad}: ") and "Traceback" not in out.stderr
+    out = irs("--db", whole_image_db, "search")
+    assert out.returncode == 2 and "search needs a query, --image FILE, or both" in out.stderr
+
+
+def test_search_exports_csv_and_json(whole_image_db, tmp_path):
+    out = irs("--db", whole_image_db, "search", "a red circle", "-k", "4", "--export", str(tmp_path / "r.csv"))
+    assert out.returncode == 0, out.stderr
+    rows = (tmp_path / "r.csv").read_text().splitlines()
+    assert rows[0] == "rank,path,sha256,score,image,segment,fused,box_x0,box_y0,box_x1,box_y1" and len(rows) == 5
+    out = irs(
+        "--db", whole_image_db, "search", "a red circle", "-k", "4", "--export", str(tmp_path / "r.json"), "--json"
+    )
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(out.stdout)
+    out = irs("--db", whole_image_db, "search", "a red circle", "--export", str(tmp_path / "r.txt"))
+    assert out.returncode == 2 and "cannot tell the export format" in out.stderr and not out.stdout
+
+
+def test_profile_help_lists_every_profile():
+    out = irs("search", "--help")
+    assert "default, test, demo" in " ".join(out.stdout.split())
+
+
+def test_eval_counts_same_named_files_by_relative_path_and_says_which_names_it_cannot(tmp_path):
+    for folder, seed in (("trip", 1), ("home", 2)):
+        write_folder(tmp_path / "photos" / folder, 2, seed=seed, side=64)  # scene_00000.png in both
+    db = str(tmp_path / "db")
+    assert irs("--db", db, "index", str(tmp_path / "photos"), "--no-segments").returncode == 0
+    queries = tmp_path / "q.jsonl"
+    lines = [
+        {"query": "a red circle", "relevant": ["trip/scene_00000.png"]},
+        {"query": "a blue square", "relevant": ["scene_00001.png"]},
+    ]
+    queries.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = irs("--db", db, "eval", str(queries), "--modes", "whole_image", "--json", str(tmp_path / "m.json"))
+    assert out.returncode == 0, out.stderr
+    assert "1 relevant names match several indexed images and were not counted" in out.stderr
+    assert "scene_00001.png" in out.stderr and "1 queries left with nothing relevant were skipped" in out.stderr
+    assert "1 queries, mode whole_image" in out.stdout

@@ -6,7 +6,9 @@ import pytest
 
 from irs.evaluate import (
     EvalQuery,
+    anchor,
     average_precision,
+    drop_ambiguous,
     load_coco_captions,
     load_jsonl,
     load_karpathy,
@@ -76,7 +78,7 @@ def test_jsonl_loader(tmp_path):
         + "\n"
     )
     q = load_jsonl(path)
-    assert q[0].relevant == {"1.jpg"} and q[0].regions == {"1.jpg": [(0, 0, 0.5, 0.5)]}
+    assert q[0].relevant == {"img/1.jpg"} and q[0].regions == {"1.jpg": [(0, 0, 0.5, 0.5)]}
     assert q[1].family == "animals" and q[1].relevant == {"2.jpg", "3.jpg"}
     path.write_text('{"query": "no relevant field"}\n')
     with pytest.raises(ValueError, match="q.jsonl:1"):
@@ -116,3 +118,39 @@ def test_coco_and_karpathy_loaders(tmp_path):
     )
     q = load_karpathy(karpathy)
     assert [(x.text, x.relevant) for x in q] == [("two dogs", {"1.jpg"}), ("dogs play", {"1.jpg"})]
+
+
+def test_same_named_files_in_two_folders_are_told_apart_by_relative_path():
+    # two folders each hold IMG_0001.JPG (different pictures); the query wants the one in trip/
+    indexed = {"/p/trip/IMG_0001.JPG": "t1", "/p/home/IMG_0001.JPG": "h1", "/p/home/IMG_0002.JPG": "h2"}
+    answers = [SearchResult(path, sha, 1.0, {}, None, paths=[path]) for path, sha in indexed.items()]
+    home_first = [answers[1], answers[0], answers[2]]
+
+    def search(text, k):
+        return home_first[:k]
+
+    queries = [EvalQuery("beach", {"trip/IMG_0001.JPG"}), EvalQuery("sofa", {"IMG_0002.JPG"})]
+    kept, ambiguous = drop_ambiguous(queries, indexed)
+    assert ambiguous == [] and kept == queries
+    metrics = score_queries(search, kept)["all"]
+    # beach: trip's picture is 2nd (not 1st, as a bare-name match would say); sofa: the unique name, 3rd
+    assert metrics["r1"] == 0.0 and metrics["map"] == pytest.approx((1 / 2 + 1 / 3) / 2, abs=1e-4)
+
+
+def test_a_bare_name_that_several_indexed_images_have_is_not_counted():
+    indexed = {"/p/trip/IMG_0001.JPG": "t1", "/p/home/IMG_0001.JPG": "h1", "/p/copy/IMG_0002.JPG": "c"}
+    indexed["/p/home/IMG_0002.JPG"] = "c"  # the same bytes twice: one image, not ambiguous
+    queries = [
+        EvalQuery("beach", {"IMG_0001.JPG"}),
+        EvalQuery("both", {"IMG_0001.JPG", "IMG_0002.JPG"}, regions={"IMG_0001.JPG": [(0, 0, 1, 1)]}),
+    ]
+    kept, ambiguous = drop_ambiguous(queries, indexed)
+    assert ambiguous == ["IMG_0001.JPG"]
+    assert [(q.text, q.relevant, q.regions) for q in kept] == [("both", {"IMG_0002.JPG"}, {})]
+
+
+def test_names_relative_to_the_folder_given_are_that_folders_files():
+    indexed = {"/p/trip/IMG_0001.JPG": "t1", "/p/home/IMG_0001.JPG": "h1"}
+    queries = anchor([EvalQuery("beach", {"IMG_0001.JPG", "other.jpg"})], "/p/trip", indexed)
+    kept, ambiguous = drop_ambiguous(queries, indexed)
+    assert ambiguous == [] and kept[0].relevant == {"/p/trip/IMG_0001.JPG", "other.jpg"}

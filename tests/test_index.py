@@ -255,3 +255,61 @@ def test_allowed_roots_refuse_folders_and_links_that_leave_them(test_settings, t
         listed = reasons(index)
         assert set(listed) == {"sneaky.png", "sneaky-dir"}
         assert all(r.startswith("outside the allowed folders") for r in listed.values())
+
+
+@pytest.fixture(scope="module")
+def scenes_index(tmp_path_factory, scenes_folder):
+    """The scenes indexed with segments under the test profile (read-only for the tests that share it)."""
+    from irs.settings import load_settings
+
+    settings = load_settings({"profile": "test", "db": str(tmp_path_factory.mktemp("img") / "db")}, environ={})
+    idx = Index(settings)
+    idx.add_folder(scenes_folder)
+    yield idx
+    idx.close()
+
+
+def test_find_similar_to_a_whole_image_ranks_that_image_first_at_about_1(scenes_index, scenes_folder):
+    sha = scenes_index.search("a red circle", k=1)[0].sha256
+    results = scenes_index.similar(sha, None, k=8)
+    assert results[0].sha256 == sha and results[0].score == pytest.approx(1.0, abs=1e-3)
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+    # a segment's Find similar still compares segments
+    assert scenes_index.similar(sha, 0, k=3)[0].matches[0].segment is not None
+
+
+def test_an_indexed_query_image_ranks_itself_first(scenes_index, scenes_folder):
+    for path in sorted(scenes_folder.glob("*.png"))[:3]:
+        results = scenes_index.search_image(path, k=3)
+        assert results[0].path == str(path) and results[0].score == pytest.approx(1.0, abs=1e-3)
+        by_bytes = scenes_index.search_image(path.read_bytes(), k=3)
+        assert [r.sha256 for r in by_bytes] == [r.sha256 for r in results]
+
+
+def test_an_image_query_mixed_with_text_moves_with_the_weights(scenes_index, scenes_folder):
+    path = sorted(scenes_folder.glob("*.png"))[0]
+    text_only = scenes_index.search("a blue square", k=8, settings=scenes_index.settings.replace(weight_segment=0.0))
+    mixed = scenes_index.search_image(path, "a blue square", k=8, image_weight=0.0)
+    # with the image weighed 0 the mix is the text alone, ranked on whole images
+    assert [r.sha256 for r in mixed] == [r.sha256 for r in text_only]
+    assert scenes_index.search_image(path, "a blue square", k=1, text_weight=0.0)[0].path == str(path)
+    assert mixed[0].parsed is not None and "a blue square" in mixed[0].parsed.text
+    with pytest.raises(ValueError, match="both 0"):
+        scenes_index.search_image(path, "a blue square", image_weight=0.0, text_weight=0.0)
+
+
+def test_a_bad_query_image_names_the_file_and_the_reason(scenes_index, tmp_path):
+    from irs.load import LoadError
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(LoadError, match=rf"{bad}: truncated or corrupt image"):
+        scenes_index.search_image(bad)
+    with pytest.raises(LoadError, match=f"{tmp_path / 'missing.png'}"):
+        scenes_index.search_image(tmp_path / "missing.png")
+
+
+def test_image_size_is_the_original_size(scenes_index, scenes_folder):
+    result = scenes_index.search("a red circle", k=1)[0]
+    assert scenes_index.image_size(result.sha256) == Image.open(result.path).size
+    assert scenes_index.image_size("0" * 64) is None
