@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -16,6 +17,7 @@ from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
 
 from irs import Index, load_settings
+from irs.confidence import GOOD
 from irs.jobs import IndexJob
 from irs.judgments import Judgments
 from irs.locks import DatabaseBusy
@@ -178,6 +180,12 @@ def grid(items: Sequence[T], per_row: int) -> Iterator[tuple[int, T, DeltaGenera
         row = zip(st.columns(per_row), items[first : first + per_row], strict=False)
         for n, (column, item) in enumerate(row, first):
             yield n, item, column
+
+
+def confidence_text(confidence: float) -> str:
+    """`confidence 0.93`, with "weak match" below the good/weak line (and when none could be computed)."""
+    shown = f"confidence {confidence:.2f}" if math.isfinite(confidence) else "confidence —"
+    return shown if confidence >= GOOD else shown + " · **weak match**"
 
 
 def parts_text(parts: dict[str, float]) -> str:

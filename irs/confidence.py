@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+GOOD = 0.5  # the confidence at and above which a match is good, below which it is weak
+
 
 @dataclass(frozen=True)
 class Calibration:

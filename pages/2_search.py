@@ -3,6 +3,7 @@ from pathlib import Path
 import streamlit as st
 
 import views
+from irs.confidence import GOOD
 from irs.overlay import tag
 
 idx = views.page("Search")
@@ -48,6 +49,11 @@ if not results:
     st.warning(f"Nothing found for “{query}”.")
     st.stop()
 parsed = results[0].parsed
+if not results[0].confidence >= GOOD:  # NaN (not computable) counts as weak too
+    st.warning(
+        f"No good match for “{query}”: even the best result is weak ({views.confidence_text(results[0].confidence)}; "
+        "0.5 is the line between a good and a weak match). What you asked for may not be in these images."
+    )
 st.markdown(
     f"**Parsed:** {parsed.describe()}<br>{views.legend([p.text for p in parsed.phrases], fill)}",
     unsafe_allow_html=True,
@@ -59,7 +65,9 @@ for n, result, column in views.grid(results, 4):
         image = views.overlay(idx, result, views.THUMB, fill, outline, box)
         if image is not None:
             st.image(image, width="stretch")
-        st.markdown(f"**{rank}. {result.score:.3f}** · {Path(result.path).name}")
+        st.markdown(
+            f"**{rank}. {result.score:.3f}** · {Path(result.path).name} · {views.confidence_text(result.confidence)}"
+        )
         st.caption(views.parts_text({k: v for k, v in result.parts.items() if k != "fused"}))
         with st.expander("Details"):
             large = views.overlay(idx, result, views.LARGE, fill, outline, box)
@@ -72,6 +80,9 @@ for n, result, column in views.grid(results, 4):
                     if match.segment is None
                     else "box " + ", ".join(f"{v:.2f}" for v in match.segment.bbox)
                 )
-                st.markdown(f"{tag(i)} **{match.phrase}** — {where} — {views.parts_text(match.parts)}")
+                st.markdown(
+                    f"{tag(i)} **{match.phrase}** — {where} — {views.confidence_text(match.confidence)} — "
+                    f"{views.parts_text(match.parts)}"
+                )
             if len(result.paths) > 1:
                 st.caption("Same picture also at: " + ", ".join(result.paths[1:]))

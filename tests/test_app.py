@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from irs.index import Index
 from irs.settings import load_settings
+from irs.synthetic import write_folder
 
 TIMEOUT = 120
 PAGES = {"index": "1_index", "search": "2_search", "browse": "3_browse", "annotate": "4_annotate"}
@@ -186,3 +187,28 @@ def test_annotate_page_judges_scores_and_compares(indexed):
     [b for b in at.button if b.label == "Compare"][0].click().run()
     rows = at.session_state["comparison"]
     assert rows[0]["query"] == "a blue square" and {"P@k A", "P@k B", "AP A", "AP B"} <= set(rows[0])
+
+
+@pytest.fixture
+def demo_indexed(tmp_path, monkeypatch):
+    """The demo profile (the small CLIP trained on these shapes) over 8 scenes, and the scenes drawn."""
+    scenes = write_folder(tmp_path / "scenes", 8, seed=3, side=128)
+    monkeypatch.setenv("IRS_DB", str(tmp_path / "db"))
+    monkeypatch.setenv("IRS_PROFILE", "demo")
+    monkeypatch.chdir(REPO)
+    with Index(load_settings()) as index:
+        index.add_folder(tmp_path / "scenes")
+    return scenes
+
+
+def test_search_says_when_nothing_matches_well(demo_indexed):
+    at = page("search", q="quarterly tax invoice from 1987")
+    warnings = " ".join(w.value for w in at.warning)
+    assert "No good match for “quarterly tax invoice from 1987”" in warnings
+    assert "weak match" in texts(at)  # each weak result is marked too
+
+    present = demo_indexed[0].objects[0].a_name  # e.g. "a red circle": it is in the first scene
+    at = page("search", q=present)
+    assert "No good match" not in " ".join(w.value for w in at.warning)
+    first = next(m.value for m in at.markdown if m.value.startswith("**1. "))
+    assert "confidence" in first and "weak match" not in first
