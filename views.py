@@ -182,6 +182,27 @@ def grid(items: Sequence[T], per_row: int) -> Iterator[tuple[int, T, DeltaGenera
             yield n, item, column
 
 
+def from_address(name: str, default: float, low: float, high: float) -> float:
+    """A number from the page's address (`?name=value`); `default` when it is absent, malformed or out of range."""
+    try:
+        value = float(st.query_params.get(name, ""))
+    except ValueError:
+        return default
+    return value if low <= value <= high else default  # NaN fails both comparisons
+
+
+def to_address(values: dict[str, str | float], defaults: dict[str, str | float]) -> None:
+    """Put the values that differ from their defaults in the page's address, so that the address reproduces
+    the page; values back at their default leave it (short links)."""
+    for name, value in values.items():
+        if value == defaults.get(name):
+            st.query_params.pop(name, None)
+        else:
+            text = value if isinstance(value, str) else f"{value:g}"
+            if st.query_params.get(name) != text:
+                st.query_params[name] = text
+
+
 def confidence_text(confidence: float) -> str:
     """`confidence 0.93`, with "weak match" below the good/weak line (and when none could be computed)."""
     shown = f"confidence {confidence:.2f}" if math.isfinite(confidence) else "confidence —"

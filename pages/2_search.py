@@ -9,19 +9,28 @@ from irs.overlay import tag
 idx = views.page("Search")
 s = idx.settings
 
+K = 12  # results shown unless the address says otherwise
+# the search controls: setting, label, range, step, column (the address may set any of them: ?weight_image=0.3)
+WEIGHTS = [
+    ("weight_image", "Whole image", 0.0, 1.0, 0.05, 0),
+    ("weight_segment", "Best segments", 0.0, 1.0, 0.05, 0),
+    ("weight_position", "Position penalty", 0.0, 2.0, 0.05, 1),
+    ("weight_relation", "Relation penalty", 0.0, 2.0, 0.05, 1),
+    ("weight_negative", "Negative terms", 0.0, 2.0, 0.05, 1),
+]
+POOLS = [("image_pool", "Image candidates", 10, 10_000), ("segment_pool", "Segment candidates", 10, 50_000)]
+
 query = st.text_input("Query", value=st.query_params.get("q", ""), placeholder="a red car on the left")
-k = st.slider("Results", min_value=4, max_value=48, value=12, step=4)
+k = st.slider("Results", 4, 48, max(4, round(views.from_address("k", K, 4, 48) / 4) * 4), step=4)
 with st.expander("Fusion weights and advanced options"):
-    c1, c2, c3 = st.columns(3)
-    weights = {
-        "weight_image": c1.slider("Whole image", 0.0, 1.0, s.weight_image, 0.05),
-        "weight_segment": c1.slider("Best segments", 0.0, 1.0, s.weight_segment, 0.05),
-        "weight_position": c2.slider("Position penalty", 0.0, 2.0, s.weight_position, 0.05),
-        "weight_relation": c2.slider("Relation penalty", 0.0, 2.0, s.weight_relation, 0.05),
-        "weight_negative": c2.slider("Negative terms", 0.0, 2.0, s.weight_negative, 0.05),
-        "image_pool": c3.number_input("Image candidates", 10, 10_000, s.image_pool, 10),
-        "segment_pool": c3.number_input("Segment candidates", 10, 50_000, s.segment_pool, 10),
+    columns = st.columns(3)
+    weights: dict[str, float] = {
+        name: columns[col].slider(label, low, high, views.from_address(name, getattr(s, name), low, high), step)
+        for name, label, low, high, step, col in WEIGHTS
     }
+    for name, label, low, high in POOLS:
+        start = int(views.from_address(name, getattr(s, name), low, high))
+        weights[name] = columns[2].number_input(label, low, high, start, 10)
     st.caption(
         "fused = whole image × image similarity + best segments × (similarity − position and relation "
         "penalties) − negative terms. See the README for the exact formula."
@@ -36,8 +45,8 @@ views.require_images(idx)  # after the controls, so the page looks the same befo
 if not query.strip():
     st.info("Type what you are looking for, e.g. *a red circle on the left* or *a dog left of a bicycle*.")
     st.stop()
-if st.query_params.get("q") != query:
-    st.query_params["q"] = query  # the page's address now reproduces this search
+# the page's address now reproduces this search: the query, k, and every weight and pool not at its default
+views.to_address({"q": query, "k": k, **weights}, {"k": K, **{name: getattr(s, name) for name in weights}})
 
 key = (query, k, tuple(sorted(weights.items())))
 if st.session_state.get("search_key") != key:  # search once per change, not on every rerun

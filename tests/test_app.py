@@ -212,3 +212,19 @@ def test_search_says_when_nothing_matches_well(demo_indexed):
     assert "No good match" not in " ".join(w.value for w in at.warning)
     first = next(m.value for m in at.markdown if m.value.startswith("**1. "))
     assert "confidence" in first and "weak match" not in first
+
+
+def test_the_address_reproduces_the_whole_search(indexed):
+    at = page("search", q="a red circle", k="8", weight_image="0.3", segment_pool="50", weight_relation="oops")
+    sliders = {s.label: s.value for s in at.slider}
+    assert sliders["Results"] == 8 and sliders["Whole image"] == pytest.approx(0.3)
+    assert sliders["Relation penalty"] == pytest.approx(load_settings().weight_relation)  # malformed: default
+    assert {n.label: n.value for n in at.number_input}["Segment candidates"] == 50
+    assert len([m for m in at.markdown if re.match(r"\*\*\d+\. ", m.value)]) == 8
+
+    next(s for s in at.slider if s.label == "Position penalty").set_value(1.5).run()
+    address = dict(at.query_params)
+    assert address["q"] in ("a red circle", ["a red circle"])
+    flat = {k: v[0] if isinstance(v, list) else v for k, v in address.items()}
+    assert flat["k"] == "8" and flat["weight_image"] == "0.3" and flat["weight_position"] == "1.5"
+    assert flat["segment_pool"] == "50" and "weight_relation" not in flat  # defaults stay out of the address
