@@ -10,6 +10,10 @@ st.markdown(
     "and answers text queries — positional ones too (*a red car on the left*, *a dog left of a bicycle*) — "
     "with the matching segment drawn over each result."
 )
+with st.form("home-search", border=False):
+    query = st.text_input("Search", placeholder=views.examples(idx)[0])
+    if st.form_submit_button("Search", type="primary") and query.strip():
+        st.switch_page("pages/2_search.py", query_params={"q": query})
 stats = idx.stats()
 cols = st.columns(4)
 cols[0].metric("Images", stats.images)

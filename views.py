@@ -28,6 +28,16 @@ from irs.settings import Settings, SettingsError
 from irs.store import ManifestMismatch, StoreError
 
 THUMB = 384  # grid thumbnails
+# example queries that suit the models in use: the demo CLIP knows only the synthetic shapes and colours
+EXAMPLES = {
+    "demo": (
+        "a red circle",
+        "a blue square on the left",
+        "a green star above a yellow heart",
+        "a pink ring and a black cross",
+    ),
+    "": ("a red car on the left", "a dog to the left of a bicycle", "a person in the centre", "cat -dog"),
+}
 LARGE = 1024  # the expanded view: never the full-size original
 
 T = TypeVar("T")
@@ -180,6 +190,27 @@ def grid(items: Sequence[T], per_row: int) -> Iterator[tuple[int, T, DeltaGenera
         row = zip(st.columns(per_row), items[first : first + per_row], strict=False)
         for n, (column, item) in enumerate(row, first):
             yield n, item, column
+
+
+def examples(idx: Index) -> tuple[str, ...]:
+    """Example queries for the active profile (the first is also the query box's placeholder)."""
+    return EXAMPLES.get(idx.settings.profile, EXAMPLES[""])
+
+
+def query_box(idx: Index, key: str, label: str = "Query") -> str:
+    """A query box with the active profile's examples as buttons under it; its first value comes from the
+    address (`?q=`), so links and the home page's search box land on a filled-in query."""
+    if key not in st.session_state:
+        st.session_state[key] = st.query_params.get("q", "")
+    query = st.text_input(label, key=key, placeholder=examples(idx)[0])
+    st.pills("Try", examples(idx), key=f"{key}-example", on_change=_use_example, args=(key,))
+    return query
+
+
+def _use_example(key: str) -> None:
+    chosen = st.session_state.get(f"{key}-example")
+    if chosen:
+        st.session_state[key] = chosen
 
 
 def from_address(name: str, default: float, low: float, high: float) -> float:

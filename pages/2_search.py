@@ -20,7 +20,7 @@ WEIGHTS = [
 ]
 POOLS = [("image_pool", "Image candidates", 10, 10_000), ("segment_pool", "Segment candidates", 10, 50_000)]
 
-query = st.text_input("Query", value=st.query_params.get("q", ""), placeholder="a red car on the left")
+query = views.query_box(idx, "query")
 k = st.slider("Results", 4, 48, max(4, round(views.from_address("k", K, 4, 48) / 4) * 4), step=4)
 with st.expander("Fusion weights and advanced options"):
     columns = st.columns(3)

@@ -13,7 +13,7 @@ idx = views.page("Annotate & evaluate", needs_images=True)
 store = views.judgments()
 
 annotator = st.text_input("Annotator", key="annotator", placeholder="your name")
-query = st.text_input("Query to judge", key="judge_query", placeholder="a red car on the left")
+query = views.query_box(idx, "judge_query", "Query to judge")
 k = st.slider("Results to judge (k)", 4, 40, 12, 4)
 
 if query.strip():

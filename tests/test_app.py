@@ -228,3 +228,24 @@ def test_the_address_reproduces_the_whole_search(indexed):
     flat = {k: v[0] if isinstance(v, list) else v for k, v in address.items()}
     assert flat["k"] == "8" and flat["weight_image"] == "0.3" and flat["weight_position"] == "1.5"
     assert flat["segment_pool"] == "50" and "weight_relation" not in flat  # defaults stay out of the address
+
+
+def test_the_home_page_searches_and_the_examples_fill_the_query(indexed):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
+    at.text_input[0].set_value("a blue square")
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.text_input(key="query").value == "a blue square"  # now on the search page, query filled in
+    assert len([m for m in at.markdown if re.match(r"\*\*\d+\. ", m.value)]) == 8
+
+    example = at.button_group[0]
+    assert example.options[0] == "a red car on the left"  # the test profile: examples for real CLIP
+    example.set_value("a dog to the left of a bicycle").run()
+    assert at.text_input(key="query").value == "a dog to the left of a bicycle"
+    assert "relation" in texts(at)
+
+
+def test_the_demo_profile_suggests_queries_it_can_answer(demo_indexed):
+    at = page("search")
+    assert at.text_input(key="query").placeholder == "a red circle"
+    assert "a blue square on the left" in at.button_group[0].options
