@@ -1,6 +1,7 @@
 """What every Streamlit page shares: the cached index and job, the demo notice, thumbnails with overlays.
 
-The pages (app.py and pages/) stay thin; the work is in the irs library, which never imports Streamlit.
+The pages (app.py lists them: home.py and app_pages/) stay thin; the work is in the irs library, which never
+imports Streamlit.
 """
 
 from __future__ import annotations

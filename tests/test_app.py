@@ -35,7 +35,7 @@ def page(name: str, **query) -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     at.query_params.update(query)
     at.run()
-    at.switch_page(f"pages/{PAGES[name]}.py")
+    at.switch_page(f"app_pages/{PAGES[name]}.py")
     at.run()
     assert not at.exception, at.exception
     return at

@@ -164,12 +164,17 @@ def test_search_page_in_headless_chromium(served_app, tmp_path):
         browser.open_until(url, done)
         dom = browser.evaluate("document.documentElement.outerHTML")
         text = browser.evaluate("document.body.innerText")
+        nav = browser.evaluate(
+            "Array.from(document.querySelectorAll('[data-testid=stSidebarNavLink]'))"
+            ".map(a => a.innerText.trim().split('\\n').pop().trim())"
+        )
         first = browser.evaluate("document.querySelector('[data-testid=stImage] img').src")
         shot = tmp_path / "search.png"
         browser.screenshot(shot)
     finally:
         browser.close()
     assert f"object: {thing} · position: " in text
+    assert ["Home", "Index", "Search", "Browse", "Annotate & evaluate"] == nav  # page titles, not file names
     assert "1. " in text and "scene_" in text  # ranked results with their file names
     assert dom.count("<img") >= 12
     assert shot.stat().st_size > 10_000

@@ -6,7 +6,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LIBRARY = sorted((REPO / "irs").glob("*.py"))
-UI = [REPO / "app.py", REPO / "views.py", *sorted((REPO / "pages").glob("*.py"))]
+UI = [REPO / "app.py", REPO / "home.py", REPO / "views.py", *sorted((REPO / "app_pages").glob("*.py"))]
 
 
 def imports_of(path: Path) -> set[str]:
