@@ -19,7 +19,6 @@ nonsense text. Reported with the constants in irs/confidence.py, never with ones
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -30,6 +29,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from report import write_json  # noqa: E402
 
 from irs.benchmark import PLACE_WORDS, RELATION_TESTS, benchmark_queries  # noqa: E402
 from irs.confidence import CALIBRATIONS, Calibration  # noqa: E402
@@ -323,9 +325,7 @@ def main() -> int:
         **result,
         "report_queries": report_rows,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(shaped, indent=1) + "\n")
-    print(f"\nwrote {args.json} ({time.monotonic() - started:.0f}s)")
+    write_json(args.json, shaped)
     return 0
 
 

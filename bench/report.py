@@ -40,11 +40,12 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
         )
 
 
-def write_json(path: str | None, rows: list[dict[str, Any]]) -> None:
+def write_json(path: str | None, data: Any) -> None:
+    """Write a benchmark's results (rows or any JSON value) to `path`, making its folder; nothing when no path."""
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(rows, indent=2) + "\n")
-        print(f"wrote {path}")
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+        print(f"\nwrote {path}")
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:

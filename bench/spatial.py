@@ -13,13 +13,15 @@ and writes bench/results/spatial.json.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from report import write_json  # noqa: E402
 
 from irs.benchmark import FAMILIES, spatial_benchmark  # noqa: E402
 from irs.evaluate import MODES, format_table  # noqa: E402
@@ -144,9 +146,7 @@ def main() -> int:
     }
     for family in FAMILIES:  # no segment is returned in whole-image mode
         shaped["modes"]["whole_image"][family]["loc_acc"] = None
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(shaped, indent=2) + "\n")
-    print(f"\nwrote {args.json}")
+    write_json(args.json, shaped)
     return 0
 
 
