@@ -21,6 +21,7 @@ from irs import Index, load_settings
 from irs.confidence import GOOD
 from irs.jobs import IndexJob
 from irs.judgments import Judgments
+from irs.load import LoadError
 from irs.locks import DatabaseBusy
 from irs.models import WeightsError
 from irs.overlay import PALETTE, draw_segments, tag, thumbnail
@@ -106,6 +107,15 @@ def search(idx: Index, query: str, k: int, settings: Settings | None = None) -> 
     try:
         return idx.search(query, k, settings=settings)
     except (ValueError, WeightsError, StoreError, DatabaseBusy) as err:
+        st.error(str(err))
+        st.stop()
+
+
+def search_image(idx: Index, image: str | bytes, text: str, k: int, settings: Settings) -> list[SearchResult]:
+    """Index.search_image (text mixed in when given), or the reason it cannot run and a stopped page."""
+    try:
+        return idx.search_image(image, text.strip() or None, k, settings=settings)
+    except (LoadError, ValueError, WeightsError, StoreError, DatabaseBusy) as err:
         st.error(str(err))
         st.stop()
 

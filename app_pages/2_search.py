@@ -10,6 +10,7 @@ idx = views.page("Search")
 s = idx.settings
 
 K = 12  # results shown unless the address says otherwise
+UPLOADS = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 # the search controls: setting, label, range, step, column (the address may set any of them: ?weight_image=0.3)
 WEIGHTS = [
     ("weight_image", "Whole image", 0.0, 1.0, 0.05, 0),
@@ -41,17 +42,32 @@ fill = d1.checkbox("Fill", value=False, help="Tint each matched segment faintly 
 outline = d2.checkbox("Outline", value=True)
 box = d3.checkbox("Box", value=False)
 
+upload = st.file_uploader("…or search by image (mixed with the query text, if any)", type=UPLOADS)
+like = st.query_params.get("like", "")  # an indexed image chosen with "Similar" (its sha256)
+like_path = next(iter(idx.paths_of(like)), "") if like else ""
+if like_path:
+    left, right = st.columns([4, 1])
+    left.caption(f"Images like {Path(like_path).name}" + (f" and “{query}”" if query.strip() else ""))
+    if right.button("Clear image", key="clear-like"):
+        del st.query_params["like"]
+        st.rerun()
+
 views.require_images(idx)  # after the controls, so the page looks the same before and after indexing
-if not query.strip():
+if not query.strip() and upload is None and not like_path:
     st.info("Type what you are looking for, e.g. *a red circle on the left* or *a dog left of a bicycle*.")
     st.stop()
 # the page's address now reproduces this search: the query, k, and every weight and pool not at its default
-views.to_address({"q": query, "k": k, **weights}, {"k": K, **{name: getattr(s, name) for name in weights}})
+views.to_address({"q": query, "k": k, **weights}, {"q": "", "k": K, **{name: getattr(s, name) for name in weights}})
 
-key = (query, k, tuple(sorted(weights.items())))
+image_id = upload.file_id if upload is not None else like_path
+key = (query, k, tuple(sorted(weights.items())), image_id)
 if st.session_state.get("search_key") != key:  # search once per change, not on every rerun
     st.session_state["search_key"] = key
-    st.session_state["results"] = views.search(idx, query, k, s.replace(**weights))
+    if upload is not None or like_path:
+        image = upload.getvalue() if upload is not None else like_path
+        st.session_state["results"] = views.search_image(idx, image, query, k, s.replace(**weights))
+    else:
+        st.session_state["results"] = views.search(idx, query, k, s.replace(**weights))
 results = st.session_state["results"]
 
 if not results:
@@ -78,6 +94,9 @@ for n, result, column in views.grid(results, 4):
             f"**{rank}. {result.score:.3f}** · {Path(result.path).name} · {views.confidence_text(result.confidence)}"
         )
         st.caption(views.parts_text({k: v for k, v in result.parts.items() if k != "fused"}))
+        if st.button("Similar", key=f"like-{result.sha256}", help="Images like this one"):
+            st.query_params["like"] = result.sha256
+            st.rerun()
         with st.expander("Details"):
             large = views.overlay(idx, result, views.LARGE, fill, outline, box)
             if large is not None:

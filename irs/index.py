@@ -556,6 +556,10 @@ class Index:
         """Every indexed path -> the sha256 of its bytes."""
         return {path: known.sha256 for path, known in self.catalog.known_files().items()}
 
+    def paths_of(self, sha256: str) -> list[str]:
+        """An indexed image's paths (copies share one image), sorted; empty when it is not indexed."""
+        return self.catalog.paths_of([sha256])[sha256]
+
     def recent_folders(self, limit: int = 10) -> list[str]:
         """Folders indexed into this database, most recent first."""
         return self.catalog.recent_folders(limit)

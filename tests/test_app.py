@@ -249,3 +249,20 @@ def test_the_demo_profile_suggests_queries_it_can_answer(demo_indexed):
     at = page("search")
     assert at.text_input(key="query").placeholder == "a red circle"
     assert "a blue square on the left" in at.button_group[0].options
+
+
+def test_similar_on_a_result_searches_by_that_image(indexed):
+    at = page("search", q="a red circle")
+    first = next(m.value for m in at.markdown if re.match(r"\*\*1\. ", m.value))
+    name = re.search(r"(scene_\d+\.png)", first).group(1)
+    sha = next(b.key for b in at.button if b.key and b.key.startswith("like-")).removeprefix("like-")
+    at.button(key=f"like-{sha}").click().run()
+    assert not at.exception
+    assert f"Images like {name} and “a red circle”" in texts(at)
+
+    at = page("search", like=sha)  # the address alone reproduces an image search
+    top = next(m.value for m in at.markdown if re.match(r"\*\*1\. ", m.value))
+    assert name in top and "**1. 1.000**" in top  # the image itself, whole-image vectors compared
+
+    at = page("search", like="f" * 64)  # not an indexed image: nothing to search for yet
+    assert "Type what you are looking for" in texts(at)
