@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -104,17 +104,19 @@ def _index() -> Index:
 
 def search(idx: Index, query: str, k: int, settings: Settings | None = None) -> list[SearchResult]:
     """Index.search, or the reason it cannot run (an empty query, bad weights, no GPU) and a stopped page."""
-    try:
-        return idx.search(query, k, settings=settings)
-    except (ValueError, WeightsError, StoreError, DatabaseBusy) as err:
-        st.error(str(err))
-        st.stop()
+    return _or_stop(lambda: idx.search(query, k, settings=settings))
 
 
 def search_image(idx: Index, image: str | bytes, text: str, k: int, settings: Settings) -> list[SearchResult]:
     """Index.search_image (text mixed in when given), or the reason it cannot run and a stopped page."""
+    return _or_stop(lambda: idx.search_image(image, text.strip() or None, k, settings=settings))
+
+
+def _or_stop(run: Callable[[], list[SearchResult]]) -> list[SearchResult]:
+    """The results of a search, or its refusal (an unreadable image, an empty query, bad weights, no GPU, a
+    busy or unreachable store) shown as an error that ends the page."""
     try:
-        return idx.search_image(image, text.strip() or None, k, settings=settings)
+        return run()
     except (LoadError, ValueError, WeightsError, StoreError, DatabaseBusy) as err:
         st.error(str(err))
         st.stop()
