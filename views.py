@@ -9,6 +9,8 @@ from __future__ import annotations
 import html
 import io
 import math
+import mimetypes
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -19,9 +21,10 @@ from streamlit.delta_generator import DeltaGenerator
 
 from irs import Index, load_settings
 from irs.confidence import GOOD
+from irs.export import export_text
 from irs.jobs import IndexJob
 from irs.judgments import Judgments
-from irs.load import LoadError
+from irs.load import LoadError, read_file
 from irs.locks import DatabaseBusy
 from irs.models import WeightsError
 from irs.overlay import PALETTE, draw_segments, tag, thumbnail
@@ -41,6 +44,12 @@ EXAMPLES = {
     "": ("a red car on the left", "a dog to the left of a bicycle", "a person in the centre", "cat -dog"),
 }
 LARGE = 1024  # the expanded view: never the full-size original
+# what the results can be downloaded as: label, irs.export format, MIME type
+EXPORTS = (
+    ("Export CSV", ".csv", "text/csv"),
+    ("Export JSON", ".json", "application/json"),
+    ("Export COCO masks", ".coco.json", "application/json"),
+)
 
 T = TypeVar("T")
 
@@ -184,6 +193,102 @@ def _overlay_jpeg(
     out = io.BytesIO()
     draw_segments(image, segments, fill, outline, box).save(out, "JPEG", quality=90)
     return out.getvalue()
+
+
+DETAILS = "details"  # session key: the sha256 of the result whose Details dialog is open
+
+
+def details_button(result: SearchResult, column: DeltaGenerator) -> None:
+    """A result's Details button: it opens the dialog, which stays open across reruns until dismissed."""
+    if column.button("Details", key=f"details-{result.sha256}", help="The larger view, every match, the file"):
+        st.session_state[DETAILS] = result.sha256
+
+
+def open_details(idx: Index, results: list[SearchResult], fill: bool, outline: bool, box: bool) -> None:
+    """Show the Details dialog of the result chosen with its button, if any (built only while open)."""
+    chosen = st.session_state.get(DETAILS)
+    result = next((r for r in results if r.sha256 == chosen), None)
+    if result is not None:
+        _details_dialog(idx, result, fill, outline, box)
+
+
+def _close_details() -> None:
+    st.session_state.pop(DETAILS, None)
+
+
+@st.dialog("Details", width="large", on_dismiss=_close_details)
+def _details_dialog(idx: Index, result: SearchResult, fill: bool, outline: bool, box: bool) -> None:
+    large = overlay(idx, result, LARGE, fill, outline, box)
+    if large is not None:
+        st.image(large, width="stretch")
+    st.markdown(
+        f"**{html.escape(idx.relative_path(result.path))}** · score {result.score:.3f} · "
+        f"{confidence_text(result.confidence)}"
+    )
+    st.caption(f"{result.path} · {image_size_text(idx, result.sha256)}")
+    for i, match in enumerate(result.matches):
+        where = "whole image" if match.segment is None else "box " + ", ".join(f"{v:.2f}" for v in match.segment.bbox)
+        left, right = st.columns([5, 1])
+        left.markdown(
+            f"{tag(i)} **{html.escape(match.phrase)}** — {where} — {confidence_text(match.confidence)} — "
+            f"{parts_text(match.parts)}"
+        )
+        if match.segment is not None and right.button(
+            f"Similar to {tag(i)}", key=f"details-like-{i}", help="Images with a segment like this one"
+        ):
+            find_similar(result.sha256, match.segment.index)
+    if len(result.paths) > 1:
+        st.caption("Same picture also at: " + ", ".join(idx.relative_path(p) for p in result.paths[1:]))
+    left, right = st.columns(2)
+    if left.button("Find similar images", key="details-like", type="primary", help="Images like this whole one"):
+        find_similar(result.sha256)
+    here = os.path.isfile(result.path)  # moved or deleted since indexing: nothing to open
+    right.download_button(
+        "Open the original" if here else "Original moved or deleted",
+        data=lambda: read_file(result.path) if here else b"",
+        disabled=not here,
+        file_name=Path(result.path).name,
+        mime=mimetypes.guess_type(result.path)[0] or "application/octet-stream",
+        on_click="ignore",
+        help="The file as indexed, full size",
+    )
+
+
+def image_size_text(idx: Index, sha256: str) -> str:
+    """`1920 × 1080 px`, or nothing when the size is not known."""
+    size = idx.image_size(sha256)
+    return f"{size[0]} × {size[1]} px" if size else ""
+
+
+def find_similar(sha256: str, segment: int | None = None) -> None:
+    """Search by an indexed image (or one of its segments): the address says so (`?like=SHA&segment=N`),
+    then the page reruns (closing any dialog)."""
+    _close_details()
+    st.query_params["like"] = sha256
+    if segment is None:
+        st.query_params.pop("segment", None)
+    else:
+        st.query_params["segment"] = str(segment)
+    st.rerun()
+
+
+def similar(idx: Index, sha256: str, segment: int | None, k: int) -> list[SearchResult]:
+    """Index.similar, or the reason it cannot run and a stopped page."""
+    return _or_stop(lambda: idx.similar(sha256, segment, k))
+
+
+def export_buttons(idx: Index, results: list[SearchResult], stem: str) -> None:
+    """Download buttons for the results as CSV, JSON and COCO run-length masks (each made only when
+    clicked); the same files as `irs search --export`."""
+    for column, (label, fmt, mime) in zip(st.columns(len(EXPORTS)), EXPORTS, strict=True):
+        column.download_button(
+            label,
+            data=lambda fmt=fmt: export_text(fmt, results, idx.image_size, idx.relative_path),
+            file_name=f"{stem}{fmt}",
+            mime=mime,
+            on_click="ignore",
+            key=f"export{fmt}",
+        )
 
 
 def legend(phrases: list[str], fill: bool = False) -> str:

@@ -1,10 +1,8 @@
-from pathlib import Path
-
 import streamlit as st
 
 import views
 from irs.confidence import GOOD
-from irs.overlay import tag
+from irs.load import check_image_path
 
 idx = views.page("Search")
 s = idx.settings
@@ -43,28 +41,55 @@ outline = d2.checkbox("Outline", value=True)
 box = d3.checkbox("Box", value=False)
 
 upload = st.file_uploader("…or search by image (mixed with the query text, if any)", type=UPLOADS)
-like = st.query_params.get("like", "")  # an indexed image chosen with "Similar" (its sha256)
+image_path = st.text_input(
+    "…or by an image file on this computer",
+    st.query_params.get("image", ""),
+    placeholder="/path/to/photo.jpg",
+    key="image_path",
+)
+# an indexed image (or one of its segments) chosen with "Similar": ?like=SHA256&segment=N
+like = st.query_params.get("like", "")
 like_path = next(iter(idx.paths_of(like)), "") if like else ""
+like_segment = st.query_params.get("segment")
+like_segment = int(like_segment) if like_segment and like_segment.isdigit() else None
 if like_path:
     left, right = st.columns([4, 1])
-    left.caption(f"Images like {Path(like_path).name}" + (f" and “{query}”" if query.strip() else ""))
+    if like_segment is not None:  # a segment's vector alone: the query text does not mix in
+        left.caption(f"Images with a segment like #{like_segment} of {idx.relative_path(like_path)}")
+    else:
+        left.caption(f"Images like {idx.relative_path(like_path)}" + (f" and “{query}”" if query.strip() else ""))
     if right.button("Clear image", key="clear-like"):
-        del st.query_params["like"]
+        st.query_params.pop("like", None)
+        st.query_params.pop("segment", None)
         st.rerun()
 
 views.require_images(idx)  # after the controls, so the page looks the same before and after indexing
-if not query.strip() and upload is None and not like_path:
+image_path = image_path.strip()
+if image_path:
+    problem = check_image_path(image_path, s.allowed_roots)
+    if problem:
+        st.error(problem)
+        st.stop()
+if not query.strip() and upload is None and not image_path and not like_path:
     st.info("Type what you are looking for, e.g. *a red circle on the left* or *a dog left of a bicycle*.")
     st.stop()
 # the page's address now reproduces this search: the query, k, and every weight and pool not at its default
-views.to_address({"q": query, "k": k, **weights}, {"q": "", "k": K, **{name: getattr(s, name) for name in weights}})
+# (an uploaded image cannot be: it lives in this browser session only)
+views.to_address(
+    {"q": query, "k": k, "image": image_path, **weights},
+    {"q": "", "k": K, "image": "", **{name: getattr(s, name) for name in weights}},
+)
 
-image_id = upload.file_id if upload is not None else like_path
+# the image searched by: one chosen with "Similar" (the latest click wins until cleared), else an upload,
+# else a path
+image: str | bytes | None = like_path or (upload.getvalue() if upload is not None else image_path) or None
+image_id = (like_path, like_segment) if like_path else upload.file_id if upload is not None else image_path
 key = (query, k, tuple(sorted(weights.items())), image_id)
 if st.session_state.get("search_key") != key:  # search once per change, not on every rerun
     st.session_state["search_key"] = key
-    if upload is not None or like_path:
-        image = upload.getvalue() if upload is not None else like_path
+    if like_path and like_segment is not None:
+        st.session_state["results"] = views.similar(idx, like, like_segment, k)
+    elif image is not None:
         st.session_state["results"] = views.search_image(idx, image, query, k, s.replace(**weights))
     else:
         st.session_state["results"] = views.search(idx, query, k, s.replace(**weights))
@@ -84,33 +109,20 @@ st.markdown(
     unsafe_allow_html=True,
 )
 
+views.export_buttons(idx, results, "irs-results")
+
 for n, result, column in views.grid(results, 4):
-    rank = n + 1
     with column:
         image = views.overlay(idx, result, views.THUMB, fill, outline, box)
         if image is not None:
             st.image(image, width="stretch")
         st.markdown(
-            f"**{rank}. {result.score:.3f}** · {Path(result.path).name} · {views.confidence_text(result.confidence)}"
+            f"**{n + 1}. {result.score:.3f}** · {idx.relative_path(result.path)} · "
+            f"{views.confidence_text(result.confidence)}"
         )
         st.caption(views.parts_text({k: v for k, v in result.parts.items() if k != "fused"}))
-        if st.button("Similar", key=f"like-{result.sha256}", help="Images like this one"):
-            st.query_params["like"] = result.sha256
-            st.rerun()
-        with st.expander("Details"):
-            large = views.overlay(idx, result, views.LARGE, fill, outline, box)
-            if large is not None:
-                st.image(large, width="stretch")
-            st.caption(result.path)
-            for i, match in enumerate(result.matches):
-                where = (
-                    "whole image"
-                    if match.segment is None
-                    else "box " + ", ".join(f"{v:.2f}" for v in match.segment.bbox)
-                )
-                st.markdown(
-                    f"{tag(i)} **{match.phrase}** — {where} — {views.confidence_text(match.confidence)} — "
-                    f"{views.parts_text(match.parts)}"
-                )
-            if len(result.paths) > 1:
-                st.caption("Same picture also at: " + ", ".join(result.paths[1:]))
+        left, right = st.columns(2)
+        views.details_button(result, left)
+        if right.button("Similar", key=f"like-{result.sha256}", help="Images like this one"):
+            views.find_similar(result.sha256)
+views.open_details(idx, results, fill, outline, box)

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import streamlit as st
 
 import views
@@ -18,7 +16,7 @@ for _, row, column in views.grid(idx.image_page((page - 1) * PAGE, PAGE), 6):
         image = views.picture(idx, path, sha, 256)
         if image is not None:
             st.image(image, width="stretch")
-        if st.button(Path(path).name, key=f"open-{sha}", width="stretch"):
+        if st.button(idx.relative_path(path), key=f"open-{sha}", width="stretch"):
             st.session_state["browse"] = (sha, path)
             st.session_state.pop("similar", None)
 
@@ -26,7 +24,7 @@ chosen = st.session_state.get("browse")
 if chosen:
     sha, path = chosen
     st.divider()
-    st.subheader(Path(path).name)
+    st.subheader(idx.relative_path(path))
     segments = {seg.index: seg for seg in idx.segments_of(sha)}
     left, right = st.columns([2, 1])
     with right:
@@ -59,4 +57,4 @@ if chosen:
                 image = views.overlay(idx, result, 256)
                 if image is not None:
                     st.image(image, width="stretch")
-                st.caption(f"{n + 1}. {result.score:.3f} · {Path(result.path).name}")
+                st.caption(f"{n + 1}. {result.score:.3f} · {idx.relative_path(result.path)}")

@@ -353,8 +353,8 @@ class Catalog:
         with self.transaction():
             self.sql.execute("INSERT OR REPLACE INTO folders VALUES (?, ?)", (path, time.time()))
 
-    def recent_folders(self, limit: int = 10) -> list[str]:
-        """Indexed folders, most recent first."""
+    def recent_folders(self, limit: int = -1) -> list[str]:
+        """Indexed folders, most recent first (all of them unless `limit`)."""
         return [row["path"] for row in self._rows("SELECT path FROM folders ORDER BY at DESC LIMIT ?", (limit,))]
 
     def close(self) -> None:

@@ -203,7 +203,7 @@ def _search(index: Index, args: argparse.Namespace) -> int:
         results = index.search(args.query, k=args.k)
     else:
         results = index.search_image(args.image, args.query, args.k, args.image_weight, args.text_weight)
-    shown = _relative_to(index.recent_folders())
+    shown = index.relative_path
     if args.export:
         write_export(args.export, results, index.image_size, shown)
         print(f"exported {len(results)} results to {args.export}", file=sys.stderr)
@@ -222,16 +222,6 @@ def _search(index: Index, args: argparse.Namespace) -> int:
             where = " segment box=" + ",".join(f"{v:.2f}" for v in r.segment.bbox)
         print(f"{rank:3d}. {r.score:.4f}  {_shown(shown(r.path))}  [{parts}]{where}")
     return 0
-
-
-def _relative_to(folders: list[str]) -> Callable[[str], str]:
-    """A path shown relative to the innermost of `folders` it lies under, else in full."""
-    prefixes = sorted((f.rstrip(os.sep) + os.sep for f in folders), key=len, reverse=True)
-
-    def shown(path: str) -> str:
-        return next((path[len(p) :] for p in prefixes if path.startswith(p)), path)
-
-    return shown
 
 
 def _eval(index: Index, args: argparse.Namespace) -> int:

@@ -46,14 +46,21 @@ def write_export(
     """Write `results` to `path` in the format its name ends with; returns that suffix. `image_size` gives
     an image's original size (COCO only); `file_name` turns a path into the name written for COCO images."""
     fmt = export_format(path)
-    if fmt == ".csv":
-        text = to_csv(results)
-    elif fmt == ".json":
-        text = json.dumps([r.to_json() for r in results], indent=2)
-    else:
-        text = json.dumps(to_coco(results, image_size, file_name))
-    Path(path).write_text(text, encoding="utf-8")
+    Path(path).write_text(export_text(fmt, results, image_size, file_name), encoding="utf-8")
     return fmt
+
+
+def export_text(
+    fmt: str, results: list[SearchResult], image_size: ImageSize, file_name: Callable[[str], str] = str
+) -> str:
+    """`results` as the text of one of FORMATS (what `write_export` writes, and what the app downloads)."""
+    if fmt == ".csv":
+        return to_csv(results)
+    if fmt == ".json":
+        return json.dumps([r.to_json() for r in results], indent=2)
+    if fmt == ".coco.json":
+        return json.dumps(to_coco(results, image_size, file_name))
+    raise ValueError(f"unknown export format {fmt!r}: one of {', '.join(FORMATS)}")
 
 
 def to_csv(results: list[SearchResult]) -> str:

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from irs.embed import Embedder
-from irs.load import LoadError, check_folder, decode_image, discover, load_image, printable
+from irs.load import LoadError, check_folder, decode_image, discover, load_image, printable, relative_path
 from irs.locks import FileLock, writer_lock
 from irs.pipeline import TimeLimitExceeded, Writer, call_with_time_limit, prefetch
 from irs.query import ParsedQuery, Phrase, check_searchable, parse_query
@@ -563,6 +563,10 @@ class Index:
     def recent_folders(self, limit: int = 10) -> list[str]:
         """Folders indexed into this database, most recent first."""
         return self.catalog.recent_folders(limit)
+
+    def relative_path(self, path: str) -> str:
+        """An indexed path relative to the innermost indexed folder it lies under (else in full)."""
+        return relative_path(path, self.catalog.recent_folders())
 
     def close(self) -> None:
         self.store.close()

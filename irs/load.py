@@ -140,12 +140,38 @@ def check_folder(folder: str, allowed_roots: tuple[str, ...] = ()) -> str | None
         return f"{path}: no such folder"
     if not path.is_dir():
         return f"{path}: not a folder"
-    if allowed_roots:
-        real = path.resolve()
-        roots = [Path(r).expanduser().resolve() for r in allowed_roots]
-        if not any(real == r or r in real.parents for r in roots):
-            return f"{path}: outside the allowed folders ({', '.join(str(r) for r in roots)})"
-    return None
+    return _outside(path, allowed_roots)
+
+
+def check_image_path(path: str, allowed_roots: tuple[str, ...] = ()) -> str | None:
+    """Why a file cannot be read as a query image (None when it can): missing, not a file, or outside the
+    allowed roots (the app reads only what it may index)."""
+    if not path.strip():
+        return "type an image file's path"
+    file = Path(path).expanduser()
+    if not file.exists():
+        return f"{file}: no such file"
+    if not file.is_file():
+        return f"{file}: not a file"
+    return _outside(file, allowed_roots)
+
+
+def _outside(path: Path, allowed_roots: tuple[str, ...]) -> str | None:
+    """Why `path` is not under one of the allowed roots (links resolved), None when it is or none are set."""
+    if not allowed_roots:
+        return None
+    real = path.resolve()
+    roots = [Path(r).expanduser().resolve() for r in allowed_roots]
+    if any(real == r or r in real.parents for r in roots):
+        return None
+    return f"{path}: outside the allowed folders ({', '.join(str(r) for r in roots)})"
+
+
+def relative_path(path: str, folders: list[str]) -> str:
+    """`path` relative to the innermost of `folders` it lies under, else in full: what a person who indexed
+    those folders recognises (two folders' IMG_0001.JPG stay apart)."""
+    prefixes = sorted((f.rstrip(os.sep) + os.sep for f in folders), key=len, reverse=True)
+    return next((path[len(p) :] for p in prefixes if path.startswith(p)), path)
 
 
 def read_file(path: str, max_bytes: int | None = None) -> bytes:

@@ -2,6 +2,7 @@
 
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -266,3 +267,74 @@ def test_similar_on_a_result_searches_by_that_image(indexed):
 
     at = page("search", like="f" * 64)  # not an indexed image: nothing to search for yet
     assert "Type what you are looking for" in texts(at)
+
+
+def _first_result(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if re.match(r"\*\*1\. ", m.value))
+
+
+def test_details_opens_a_dialog_with_the_matches_and_similar_buttons(indexed, scenes_folder):
+    at = page("search", q="a blue square left of a red circle")
+    assert not any(b.key == "details-like" for b in at.button)  # nothing of the dialog until asked for
+    results = at.session_state["results"]
+    at.button(key=f"details-{results[0].sha256}").click().run()
+    assert not at.exception
+    dialog = at.get("dialog")
+    assert len(dialog) == 1
+    shown = "\n".join(str(m.value) for m in dialog[0].markdown)
+    assert "① **a blue square**" in shown and "② **a red circle**" in shown and "confidence" in shown
+    assert Path(results[0].path).name in shown and str(scenes_folder) not in shown  # relative to the folder
+    assert [b.label for b in dialog[0].get("download_button")] == ["Open the original"]
+    assert len(dialog[0].get("image")) == 1  # the larger view
+
+    at.run()  # a rerun (any widget) keeps it open until dismissed
+    assert len(at.get("dialog")) == 1
+    matched = results[0].matches[0].segment
+    assert matched is not None  # the test profile stores segments for every scene
+    # find images with a segment like the one matched for the first phrase
+    next(b for b in at.get("dialog")[0].button if b.key == "details-like-0").click().run()
+    assert not at.exception and not at.get("dialog")  # the dialog closed, the search changed
+    assert at.query_params["like"] in (results[0].sha256, [results[0].sha256])
+    assert at.query_params["segment"] in (str(matched.index), [str(matched.index)])
+    assert f"Images with a segment like #{matched.index} of {Path(results[0].path).name}" in texts(at)
+    found = {r.sha256: r for r in at.session_state["results"]}
+    own = found[results[0].sha256]  # the segment's own image, matched by that very segment
+    assert own.matches[0].segment.index == matched.index and own.matches[0].parts["similarity"] > 0.999
+
+
+def test_search_by_an_image_path_and_the_address_keeps_it(indexed, scenes_folder):
+    target = sorted(scenes_folder.glob("*.png"))[3]
+    at = page("search")
+    at.text_input(key="image_path").set_value(str(target)).run()
+    assert not at.exception
+    top = _first_result(at)
+    assert target.name in top and "**1. 1.000**" in top  # the file itself first, as indexed
+    assert at.query_params["image"] in (str(target), [str(target)])
+
+    at = page("search", image=str(target.with_name("missing.png")))
+    assert "no such file" in " ".join(e.value for e in at.error)
+
+
+def test_search_by_path_reads_only_under_the_allowed_folders(indexed, scenes_folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("IRS_ALLOWED_ROOTS", str(tmp_path / "elsewhere"))  # set before the app opens the index
+    at = page("search", image=str(sorted(scenes_folder.glob("*.png"))[0]))
+    assert "outside the allowed folders" in " ".join(e.value for e in at.error)
+    assert "results" not in at.session_state
+
+
+def test_results_can_be_exported_from_the_page(indexed):
+    at = page("search", q="a red circle")
+    labels = [b.label for b in at.get("download_button")]
+    assert labels[:3] == ["Export CSV", "Export JSON", "Export COCO masks"]
+
+
+def test_results_show_paths_relative_to_their_folder(app_env, scenes_folder, tmp_path):
+    # two folders holding different pictures under the same names: the page must tell them apart
+    for name, seed in (("trip-a", 5), ("trip-b", 6)):
+        write_folder(tmp_path / "photos" / name, 2, seed=seed, side=128)
+    with Index(load_settings()) as index:
+        index.add_folder(tmp_path / "photos")
+    at = page("search", q="a red circle")
+    shown = [m.value for m in at.markdown if re.match(r"\*\*\d+\. ", m.value)]
+    assert any("trip-a/scene_00000.png" in m for m in shown) and any("trip-b/scene_00000.png" in m for m in shown)
+    assert not any(str(tmp_path) in m for m in shown)

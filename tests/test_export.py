@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from irs.export import export_format, rle_counts, rle_mask, to_coco, to_csv, write_export
+from irs.export import export_format, export_text, rle_counts, rle_mask, to_coco, to_csv, write_export
 from irs.geometry import fit_mask, mask_box, mask_centroid, rle_encode
 from irs.query import parse_query
 from irs.records import Match, SearchResult, Segment
@@ -96,3 +96,12 @@ def test_write_export_picks_the_format_from_the_name(tmp_path):
     assert len(json.loads((tmp_path / "r.COCO.json").read_text())["annotations"]) == 2
     with pytest.raises(ValueError, match=r"r\.txt: cannot tell the export format"):
         export_format(tmp_path / "r.txt")
+
+
+def test_export_text_is_what_the_file_would_hold(tmp_path):
+    results = [SearchResult("/photos/a.jpg", "a" * 64, 0.5, {"fused": 0.5}, None, ["/photos/a.jpg"])]
+    for name in ("r.csv", "r.json", "r.coco.json"):
+        fmt = write_export(tmp_path / name, results, lambda sha: (10, 10))
+        assert (tmp_path / name).read_text() == export_text(fmt, results, lambda sha: (10, 10))
+    with pytest.raises(ValueError, match="unknown export format '.txt'"):
+        export_text(".txt", results, lambda sha: None)

@@ -17,9 +17,11 @@ from badinput import (
     png_bytes,
     sixteen_bit_png,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
-from irs.load import LoadError, decode_image, discover, load_image, read_file
+from irs.load import LoadError, check_image_path, decode_image, discover, load_image, read_file, relative_path
 from irs.records import BadFile
 
 CAP = 50_000_000
@@ -293,3 +295,35 @@ def test_a_walk_started_outside_the_allowed_roots_finds_nothing(linked_tree):
     assert entries == []
     assert [p.path for p in problems] == [str(secret)]
     assert problems[0].reason.startswith("outside the allowed folders")
+
+
+NAME = st.text("abcXYZ019-_. é", min_size=1, max_size=8).filter(lambda n: n not in (".", ".."))
+
+
+@given(st.lists(NAME, min_size=1, max_size=4), st.lists(NAME, min_size=1, max_size=3), st.lists(NAME, max_size=3))
+def test_a_path_is_shown_relative_to_the_innermost_indexed_folder(outer, inner, rest):
+    root = "/data/" + "/".join(outer)
+    nested = root + "/" + "/".join(inner)
+    path = nested + "/" + "/".join([*rest, "IMG_0001.JPG"])
+    shown = relative_path(path, [root, nested])
+    assert shown == "/".join([*rest, "IMG_0001.JPG"])  # the innermost folder wins, whatever the order
+    assert relative_path(path, [nested, root]) == shown
+    assert relative_path(path, [root]) == "/".join([*inner, *rest, "IMG_0001.JPG"])
+    assert relative_path(path, []) == path and relative_path(path, [root + "x"]) == path  # not a mere prefix
+
+
+def test_a_query_image_path_is_checked_before_it_is_read(tmp_path):
+    picture = tmp_path / "allowed" / "a.png"
+    picture.parent.mkdir()
+    Image.new("RGB", (8, 8)).save(picture)
+    assert check_image_path(str(picture)) is None
+    assert check_image_path(str(picture), (str(tmp_path / "allowed"),)) is None
+    assert check_image_path(str(tmp_path / "nope.png")) == f"{tmp_path / 'nope.png'}: no such file"
+    assert check_image_path(str(tmp_path)) == f"{tmp_path}: not a file"
+    assert "outside the allowed folders" in check_image_path(str(picture), (str(tmp_path / "other"),))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "link.png").symlink_to(picture)  # a link out of the allowed folder is followed
+    assert "outside the allowed folders" in check_image_path(
+        str(tmp_path / "other" / "link.png"), (str(tmp_path / "other"),)
+    )
+    assert check_image_path("  ") == "type an image file's path"
