@@ -218,32 +218,32 @@ def _close_details() -> None:
 
 @st.dialog("Details", width="large", on_dismiss=_close_details)
 def _details_dialog(idx: Index, result: SearchResult, fill: bool, outline: bool, box: bool) -> None:
+    # the picture beside its facts, so both fit one screen whatever the picture's shape
+    picture, facts = st.columns([3, 2])
     large = overlay(idx, result, LARGE, fill, outline, box)
     if large is not None:
-        st.image(large, width="stretch")
-    st.markdown(
-        f"**{html.escape(idx.relative_path(result.path))}** · score {result.score:.3f} · "
+        picture.image(large, width="stretch")
+    facts.markdown(
+        f"**{html.escape(idx.relative_path(result.path))}**  \nscore {result.score:.3f} · "
         f"{confidence_text(result.confidence)}"
     )
-    st.caption(f"{result.path} · {image_size_text(idx, result.sha256)}")
+    facts.caption(f"{result.path} · {image_size_text(idx, result.sha256)}")
     for i, match in enumerate(result.matches):
         where = "whole image" if match.segment is None else "box " + ", ".join(f"{v:.2f}" for v in match.segment.bbox)
-        left, right = st.columns([5, 1])
-        left.markdown(
-            f"{tag(i)} **{html.escape(match.phrase)}** — {where} — {confidence_text(match.confidence)} — "
+        facts.markdown(
+            f"{tag(i)} **{html.escape(match.phrase)}** — {where}  \n{confidence_text(match.confidence)} · "
             f"{parts_text(match.parts)}"
         )
-        if match.segment is not None and right.button(
-            f"Similar to {tag(i)}", key=f"details-like-{i}", help="Images with a segment like this one"
+        if match.segment is not None and facts.button(
+            f"Find images with a segment like {tag(i)}", key=f"details-like-{i}", help="Compares segment vectors"
         ):
             find_similar(result.sha256, match.segment.index)
     if len(result.paths) > 1:
-        st.caption("Same picture also at: " + ", ".join(idx.relative_path(p) for p in result.paths[1:]))
-    left, right = st.columns(2)
-    if left.button("Find similar images", key="details-like", type="primary", help="Images like this whole one"):
+        facts.caption("Same picture also at: " + ", ".join(idx.relative_path(p) for p in result.paths[1:]))
+    if facts.button("Find similar images", key="details-like", type="primary", help="Compares whole-image vectors"):
         find_similar(result.sha256)
     here = os.path.isfile(result.path)  # moved or deleted since indexing: nothing to open
-    right.download_button(
+    facts.download_button(
         "Open the original" if here else "Original moved or deleted",
         data=lambda: read_file(result.path) if here else b"",
         disabled=not here,
@@ -280,7 +280,7 @@ def similar(idx: Index, sha256: str, segment: int | None, k: int) -> list[Search
 def export_buttons(idx: Index, results: list[SearchResult], stem: str) -> None:
     """Download buttons for the results as CSV, JSON and COCO run-length masks (each made only when
     clicked); the same files as `irs search --export`."""
-    for column, (label, fmt, mime) in zip(st.columns(len(EXPORTS)), EXPORTS, strict=True):
+    for column, (label, fmt, mime) in zip(st.columns([1] * len(EXPORTS) + [2]), EXPORTS, strict=False):
         column.download_button(
             label,
             data=lambda fmt=fmt: export_text(fmt, results, idx.image_size, idx.relative_path),

@@ -125,6 +125,10 @@ class Chromium:
     def open_until(self, url: str, ready: str, timeout: float = 90) -> None:
         """Navigate, then wait until the JavaScript expression `ready` is true."""
         self.call("Page.navigate", url=url)
+        self.wait_for(ready, timeout)
+
+    def wait_for(self, ready: str, timeout: float = 90) -> None:
+        """Wait until the JavaScript expression `ready` is true."""
         deadline = time.monotonic() + timeout
         while not self.evaluate(ready):
             if time.monotonic() > deadline:
@@ -171,6 +175,20 @@ def test_search_page_in_headless_chromium(served_app, tmp_path):
         first = browser.evaluate("document.querySelector('[data-testid=stImage] img').src")
         shot = tmp_path / "search.png"
         browser.screenshot(shot)
+        # open the first result's Details: a dialog with the larger view, built only now
+        browser.evaluate(
+            "Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === 'Details').click()"
+        )
+        opened = (
+            "(() => { const img = document.querySelector('[role=dialog] [data-testid=stImage] img');"
+            " return img !== null && img.complete && img.naturalWidth > 0 &&"
+            " document.querySelector('[data-test-script-state=notRunning]') !== null; })()"
+        )
+        browser.wait_for(opened)
+        dialog_text = browser.evaluate("document.querySelector('[role=dialog]').innerText")
+        large = browser.evaluate("document.querySelector('[role=dialog] [data-testid=stImage] img').src")
+        dialog_shot = tmp_path / "details.png"
+        browser.screenshot(dialog_shot)
     finally:
         browser.close()
     assert f"object: {thing} · position: " in text
@@ -178,18 +196,23 @@ def test_search_page_in_headless_chromium(served_app, tmp_path):
     assert "1. " in text and "scene_" in text  # ranked results with their file names
     assert dom.count("<img") >= 12
     assert shot.stat().st_size > 10_000
-    # the first result as the browser shows it: inside every object, its own colour, not an overlay's
+    # the first result as the browser shows it, in the grid and in its dialog: inside every object, its own
+    # colour, not an overlay's
     name = re.search(r"\b1\. [-0-9.]+ · (scene_\d+\.png)", text).group(1)
     scene = next(s for s in scenes if f"scene_{s.index:05d}.png" == name)
-    with urllib.request.urlopen(urllib.parse.urljoin(f"http://127.0.0.1:{port}/", first), timeout=10) as r:
-        shown = np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB"), dtype=float)
-    for obj in scene.objects:
-        inside = _well_inside(obj.mask, shown.shape[:2])
-        assert inside.sum() > 20, obj.name
-        seen, drawn = shown[inside].mean(axis=0), scene.image[_well_inside(obj.mask, obj.mask.shape)].mean(axis=0)
-        assert np.abs(seen - drawn).max() <= 12, (obj.name, seen, drawn)  # JPEG twice, nothing more
-        assert np.abs(seen - COLOURS[obj.colour]).max() <= 15 + 12, (obj.name, seen)
+    assert name in dialog_text and "Find similar images" in dialog_text and "Open the original" in dialog_text
+    assert f"① {thing}" in dialog_text and "confidence" in dialog_text
+    for src in (first, large):
+        with urllib.request.urlopen(urllib.parse.urljoin(f"http://127.0.0.1:{port}/", src), timeout=10) as r:
+            shown = np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB"), dtype=float)
+        for obj in scene.objects:
+            inside = _well_inside(obj.mask, shown.shape[:2])
+            assert inside.sum() > 20, obj.name
+            seen, drawn = shown[inside].mean(axis=0), scene.image[_well_inside(obj.mask, obj.mask.shape)].mean(axis=0)
+            assert np.abs(seen - drawn).max() <= 12, (obj.name, seen, drawn)  # JPEG twice, nothing more
+            assert np.abs(seen - COLOURS[obj.colour]).max() <= 15 + 12, (obj.name, seen)
     if os.environ.get("IRS_SCREENSHOT_DIR"):
         target = Path(os.environ["IRS_SCREENSHOT_DIR"])
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, target / "search.png")
+        shutil.copy(dialog_shot, target / "details.png")
