@@ -21,8 +21,11 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-# Absolute positions, longest phrasings first. "(?!\s+of\b)" keeps "on the left of X" a relation.
-_NOT_OF = r"(?!\s+of\b)"
+# Absolute positions, longest phrasings first. _NOT_OF keeps "on the left (side) of X" and "further left than X"
+# relations.
+_NOT_OF = r"(?![\s-]+(?:(?:hand[\s-]+)?side\s+|(?:down|up)\s+)?(?:of|than)\b)"
+# what may lead into a place: "on the", "near the", "towards the far", "at the very"
+_LEAD = r"(?:(?:in|at|on|to|near|towards?|along|by)\s+(?:the\s+)?)?(?:(?:far|very|extreme)[\s-]+)?"
 _CORNERS = {
     "top left": r"(?:top|upper)[\s-]*left|left[\s-]*(?:top|upper)",
     "top right": r"(?:top|upper)[\s-]*right|right[\s-]*(?:top|upper)",
@@ -33,20 +36,20 @@ POSITION_PATTERNS: list[tuple[str, str]] = [
     *[
         (
             name,
-            rf"\b(?:(?:in|at|on)\s+(?:the\s+)?)?(?:{words})(?:\s+(?:corner|side|part|area))?"
+            rf"\b{_LEAD}(?:{words})(?:\s+(?:hand\s+)?(?:corner|side|part|area))?"
             rf"(?:\s+of\s+the\s+(?:image|picture|photo|frame))?{_NOT_OF}\b",
         )
         for name, words in _CORNERS.items()
     ],
     (
         "centre",
-        r"\b(?:(?:in|at)\s+(?:the\s+)?)?(?:centre|center|middle)(?:\s+of\s+the\s+(?:image|picture|photo|frame))?"
+        rf"\b{_LEAD}(?:centre|center|middle)(?:\s+of\s+the\s+(?:image|picture|photo|frame))?"
         rf"{_NOT_OF}\b|\bcent(?:er|r)ed\b",
     ),
     *[
         (
             name,
-            rf"\b(?:(?:on|at|in|to)\s+(?:the\s+)?)?(?:{word})(?:\s+(?:side|half|edge|part))?"
+            rf"\b{_LEAD}(?:{word})(?:[\s-]+(?:hand\s+)?(?:side|half|edge|part|border))?"
             rf"(?:\s+of\s+the\s+(?:image|picture|photo|frame))?{_NOT_OF}\b",
         )
         for name, word in [("left", "left"), ("right", "right"), ("top", "top|upper"), ("bottom", "bottom|lower")]
@@ -57,6 +60,30 @@ _POSITION_RES = [(name, re.compile(pattern)) for name, pattern in POSITION_PATTE
 
 # Relations between two objects: phrasing -> canonical predicate. Longest first.
 RELATION_WORDS: list[tuple[str, str]] = [
+    ("to the left hand side of", "left of"),
+    ("to the left side of", "left of"),
+    ("on the left hand side of", "left of"),
+    ("on the left side of", "left of"),
+    ("to the right hand side of", "right of"),
+    ("to the right side of", "right of"),
+    ("on the right hand side of", "right of"),
+    ("on the right side of", "right of"),
+    ("further to the left than", "left of"),
+    ("farther to the left than", "left of"),
+    ("more to the left than", "left of"),
+    ("further to the right than", "right of"),
+    ("farther to the right than", "right of"),
+    ("more to the right than", "right of"),
+    ("further left than", "left of"),
+    ("farther left than", "left of"),
+    ("further right than", "right of"),
+    ("farther right than", "right of"),
+    ("higher up than", "above"),
+    ("further up than", "above"),
+    ("higher than", "above"),
+    ("lower down than", "below"),
+    ("further down than", "below"),
+    ("lower than", "below"),
     ("to the left of", "left of"),
     ("on the left of", "left of"),
     ("left of", "left of"),
@@ -83,14 +110,26 @@ RELATION_WORDS: list[tuple[str, str]] = [
 _ARTICLE_RELATIONS = [("on", "on top of"), ("in", "inside")]
 _RELATION_RE = re.compile(
     r"\b(?:"
-    + "|".join(re.escape(w) for w, _ in RELATION_WORDS)
+    + "|".join(re.escape(w).replace(r"\ ", r"[\s-]+") for w, _ in RELATION_WORDS)
     + r")\b|\b(?:on|in)\b(?=\s+(?:a|an|the|some|my|his|her|their)\b)"
 )
 _RELATION_OF = dict(RELATION_WORDS) | dict(_ARTICLE_RELATIONS)
 
-_CONJUNCTION_RE = re.compile(r"\s*,\s*(?:and\s+)?|\s+and\s+|\s*;\s*")
-_LEADING_WORDS = {"and", "is", "are", "that", "which", "who", "with", "of", "to", "on", "in", "at"}
-_TRAILING_WORDS = _LEADING_WORDS | {"a", "an", "the"}
+# Where the whole picture is meant, not an object: "in the picture", "in this photo", "somewhere in the image".
+# Removed before parsing, so a place never becomes an object (or the object of an "inside" relation).
+_PLACE_RE = re.compile(
+    r"\b(?:somewhere\s+)?(?:in|on|within|inside|of)\s+(?:the|this|that|my|our|your)\s+"
+    r"(?:picture|image|photo|photograph|frame|scene|shot|view)\b"
+    r"|\b(?:in|at)\s+(?:a|the)\s+corner\b(?=.*\b(?:top|upper|bottom|lower)\b)"  # "in the corner at the top right"
+)
+# between two objects: "and", "with", "plus", "together with", "as well as", "along with", "&", a comma, ";"
+_CONJUNCTION_RE = re.compile(
+    r"\s*,\s*(?:and\s+|plus\s+|with\s+)?|\s*;\s*|\s*&\s*|"
+    r"\s+(?:and|with|plus|together\s+with|as\s+well\s+as|along\s+with|alongside)\s+"
+)
+_LEADING_WORDS = {"and", "is", "are", "that", "which", "who", "with", "of", "to", "on", "in", "at", "there", "there's"}
+# words a place or relation can leave behind at a phrase's end: "a red circle near (the bottom edge)"
+_TRAILING_WORDS = _LEADING_WORDS | {"a", "an", "the", "near", "far", "very", "towards", "toward", "by", "along"}
 MAX_QUERY_CHARS = 1000  # longer queries are cut (CLIP reads far less than this anyway)
 MAX_PARTS = 32  # phrases, terms and negatives a query uses at most: each costs a vector query per search
 MAX_WEIGHT = 100.0
@@ -272,6 +311,7 @@ def _capped(phrases: list[Phrase], relations: list[Relation]) -> tuple[tuple[Phr
 def _parse_term(text: str, weight: float) -> tuple[list[Phrase], list[Relation]]:
     phrases: list[Phrase] = []
     relations: list[Relation] = []
+    text = re.sub(r"\s+", " ", _PLACE_RE.sub(" ", text)).strip() or text  # a place alone stays the query
     for clause in _CONJUNCTION_RE.split(text):
         if not clause.strip():
             continue
@@ -284,11 +324,15 @@ def _parse_term(text: str, weight: float) -> tuple[list[Phrase], list[Relation]]
             if subject and obj:
                 phrases.append(Phrase(subject, left_pos, weight))
                 phrases.append(Phrase(obj, right_pos, weight))
-                predicate = _RELATION_OF[match.group(0)]
+                predicate = _RELATION_OF[re.sub(r"[\s-]+", " ", match.group(0))]
                 relations.append(Relation(len(phrases) - 2, predicate, len(phrases) - 1))
                 continue
         rest, position = _take_position(clause)
         phrase = _clean_phrase(rest)
+        if not phrase and position and phrases and phrases[-1].position is None:
+            # "a red circle, bottom right": the place of the object before it, not an object of its own
+            phrases[-1] = Phrase(phrases[-1].text, position, phrases[-1].weight)
+            continue
         if not phrase and position:
             phrase = clause.strip()  # "on the left" alone: the words themselves are the object
         if phrase:

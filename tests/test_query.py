@@ -244,3 +244,109 @@ def test_empty_and_very_long_queries():
     long = parse_query("a red car on the left and " * 400)  # 10,000 characters
     check(long)
     assert len(long.text) <= 1000 and long.phrases
+
+
+# How people write each family of the benchmark's queries (the phrasings that once went wrong among them):
+# the query and what the parser must make of it.
+PHRASINGS = {
+    "attribute": [
+        ("a black ring", "object: a black ring"),
+        ("a black ring in the picture", "object: a black ring"),
+        ("there's a black ring in the image", "object: a black ring"),
+        ("a black ring somewhere in this photo", "object: a black ring"),
+    ],
+    "absolute": [
+        ("a black ring in the upper left corner", "object: a black ring · position: top left"),
+        ("a red circle in the corner at the top right", "object: a red circle · position: top right"),
+        ("a red circle near the bottom edge", "object: a red circle · position: bottom"),
+        ("a red circle on the far left", "object: a red circle · position: left"),
+        ("a red circle at the very top", "object: a red circle · position: top"),
+        ("a red circle, bottom right", "object: a red circle · position: bottom right"),
+        ("a red circle towards the right side", "object: a red circle · position: right"),
+        ("a red circle on the right-hand side of the image", "object: a red circle · position: right"),
+        ("a red circle in the top-left of the frame", "object: a red circle · position: top left"),
+        ("a cat in the middle of the picture", "object: a cat · position: centre"),
+    ],
+    "relation": [
+        ("a red circle beneath a blue square", "below"),
+        ("a red circle to the right of a blue square", "right of"),
+        ("a red circle to the left side of a blue square", "left of"),
+        ("a red circle on the left-hand side of a blue square", "left of"),
+        ("a red circle further right than a blue square", "right of"),
+        ("a red circle more to the left than a blue square", "left of"),
+        ("a red circle higher up than a blue square", "above"),
+        ("a red circle higher than a blue square", "above"),
+        ("a red circle lower than a blue square", "below"),
+        ("a red circle lower down than a blue square in the picture", "below"),
+    ],
+    "two_objects": [
+        ("a pink star and a green cross", ""),
+        ("a pink star with a green cross", ""),
+        ("a pink star plus a green cross", ""),
+        ("a pink star together with a green cross", ""),
+        ("a pink star as well as a green cross", ""),
+        ("a pink star along with a green cross", ""),
+        ("a pink star & a green cross", ""),
+        ("a pink star, a green cross", ""),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "family,query,expected", [(family, q, e) for family, rows in PHRASINGS.items() for q, e in rows]
+)
+def test_phrasings_people_use(family, query, expected):
+    parsed = parse_query(query)
+    if family == "relation":
+        assert [p.text for p in parsed.phrases] == ["a red circle", "a blue square"]
+        assert parsed.relations == (Relation(0, expected, 1),)
+        assert all(p.position is None for p in parsed.phrases)  # "lower than" is not "at the bottom"
+    elif family == "two_objects":
+        assert [(p.text, p.position) for p in parsed.phrases] == [("a pink star", None), ("a green cross", None)]
+        assert parsed.relations == ()
+    else:
+        assert parsed.describe() == expected
+
+
+WORDS = [
+    "a",
+    "the",
+    "red",
+    "blue",
+    "circle",
+    "square",
+    "dog",
+    "car",
+    "on",
+    "in",
+    "at",
+    "of",
+    "left",
+    "right",
+    "top",
+    "bottom",
+    "corner",
+    "far",
+    "near",
+    "and",
+    "with",
+    "above",
+    "next",
+    "to",
+    ",",
+    "side",
+]
+PLACES = ["in the picture", "in the image", "in this photo", "in the frame", "somewhere in the scene"]
+
+
+@given(st.lists(st.sampled_from(WORDS), min_size=1, max_size=10), st.sampled_from(PLACES))
+@settings(max_examples=400, deadline=None)
+def test_a_place_phrase_never_becomes_an_object(words, place):
+    query = " ".join(words)
+    with_place = parse_query(f"{query} {place}")
+    assert [(p.text, p.position) for p in with_place.phrases] == [
+        (p.text, p.position) for p in parse_query(query).phrases
+    ]
+    assert with_place.relations == parse_query(query).relations
+    for p in with_place.phrases:
+        assert not re.search(r"\b(picture|image|photo|frame|scene)\b", p.text), (query, place, p)
