@@ -122,6 +122,13 @@ _PLACE_RE = re.compile(
     r"(?:picture|image|photo|photograph|frame|scene|shot|view)\b"
     r"|\b(?:in|at)\s+(?:a|the)\s+corner\b(?=.*\b(?:top|upper|bottom|lower)\b)"  # "in the corner at the top right"
 )
+# how people start a request, not what they look for: "show me …", "a photo of …", "there is …", "both … and …"
+_FILLER_RE = re.compile(
+    r"^(?:(?:please\s+)?(?:show\s+me|find(?:\s+me)?|look\s+for|search\s+for|give\s+me|i\s+want)\s+"
+    r"|(?:(?:an?|the)\s+)?(?:photo|picture|image|shot|scene)\s+(?:of|with|showing|containing)\s+"
+    r"|there\s+(?:is|are)\s+|there's\s+|both\s+)+",
+    re.IGNORECASE,
+)
 # between two objects: "and", "with", "plus", "together with", "as well as", "along with", "&", a comma, ";"
 _CONJUNCTION_RE = re.compile(
     r"\s*,\s*(?:and\s+|plus\s+|with\s+)?|\s*;\s*|\s*&\s*|"
@@ -312,6 +319,7 @@ def _parse_term(text: str, weight: float) -> tuple[list[Phrase], list[Relation]]
     phrases: list[Phrase] = []
     relations: list[Relation] = []
     text = re.sub(r"\s+", " ", _PLACE_RE.sub(" ", text)).strip() or text  # a place alone stays the query
+    text = _FILLER_RE.sub("", text) or text
     for clause in _CONJUNCTION_RE.split(text):
         if not clause.strip():
             continue

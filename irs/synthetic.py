@@ -1,6 +1,11 @@
 """Synthetic scenes: simple shapes of known colour, size and position on textured backgrounds,
 with ground-truth masks and captions. The same seed always gives the same scenes.
 Queries with ground truth and training captions over these scenes are in irs.benchmark.
+
+Two styles: "grid" scenes (the original benchmark: square, one shape per cell of a 3x3 grid, one kind of
+background) and "varied" scenes (the harder one: any size and aspect ratio, flat / gradient / radial /
+striped / textured / cluttered backgrounds, 1-6 shapes anywhere at any angle and 8-30% of the short side,
+outlines, shading, anti-aliased edges, partial occlusion, JPEG artefacts, similar-colour distractors).
 """
 
 from __future__ import annotations
@@ -206,13 +211,156 @@ def make_scenes(count: int, seed: int, side: int = 256, max_objects: int = 3) ->
     return [make_scene(i, rng, side, max_objects) for i in range(count)]
 
 
-def write_folder(folder: str | Path, count: int, seed: int, side: int = 256, max_objects: int = 3) -> list[Scene]:
-    """Write scenes as PNG files plus `scenes.jsonl` (captions and ground-truth regions)."""
+def write_folder(
+    folder: str | Path, count: int, seed: int, side: int = 256, max_objects: int = 3, style: str = "grid"
+) -> list[Scene]:
+    """Write scenes as PNG files plus `scenes.jsonl` (captions and ground-truth regions); `style` is "grid"
+    (`side` and `max_objects` apply) or "varied"."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    scenes = make_scenes(count, seed, side, max_objects)
+    if style == "varied":
+        scenes = make_varied_scenes(count, seed)
+    elif style == "grid":
+        scenes = make_scenes(count, seed, side, max_objects)
+    else:
+        raise ValueError(f"unknown scene style {style!r}: grid or varied")
     with open(folder / "scenes.jsonl", "w") as out:
         for scene in scenes:
             Image.fromarray(scene.image).save(folder / f"scene_{scene.index:05d}.png")
             out.write(json.dumps(scene.to_json()) + "\n")
     return scenes
+
+
+# ---- varied scenes: the harder benchmark's rendering ----------------------------------------------------
+
+ASPECTS = (1.0, 4 / 3, 3 / 4, 3 / 2, 2 / 3, 16 / 9)
+SHORT_SIDES = (192, 224, 256, 320)
+BACKGROUNDS = ("flat", "gradient", "radial", "stripes", "checker", "texture", "clutter")
+MAX_HIDDEN = 0.45  # an object may lose at most this share of its area behind later ones
+
+
+def _muted(rng: np.random.Generator) -> np.ndarray:
+    """A low-saturation colour: backgrounds must not read as one of the named colours."""
+    grey = rng.uniform(70, 200)
+    return np.clip(grey + rng.uniform(-25, 25, size=3), 0, 255)
+
+
+def _varied_background(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, str]:
+    kind = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = xs / width, ys / height
+    a, b = _muted(rng), _muted(rng)
+    if kind == "flat":
+        t = np.zeros_like(u)
+    elif kind == "gradient":
+        angle = rng.uniform(0, 2 * math.pi)
+        t = (u - 0.5) * math.cos(angle) + (v - 0.5) * math.sin(angle) + 0.5
+    elif kind == "radial":
+        cx, cy = rng.uniform(0.2, 0.8, size=2)
+        t = np.hypot(u - cx, v - cy) / 0.8
+    elif kind == "stripes":
+        angle, period = rng.uniform(0, math.pi), rng.uniform(0.05, 0.2)
+        t = 0.5 + 0.35 * np.sin(2 * math.pi * ((u * math.cos(angle) + v * math.sin(angle)) / period))
+    elif kind == "checker":
+        cells = int(rng.integers(4, 12))
+        t = ((np.floor(u * cells) + np.floor(v * cells)) % 2) * 0.6 + 0.2
+    else:  # texture or clutter: smooth noise at two scales
+        t = np.zeros_like(u)
+        for grid, amp in ((4, 0.6), (16, 0.4)):
+            noise = Image.fromarray((rng.uniform(0, 255, size=(grid, grid))).astype(np.uint8))
+            t += amp * np.asarray(noise.resize((width, height), Image.Resampling.BICUBIC), np.float32) / 255
+    t = np.clip(t, 0, 1)[..., None]
+    image = a * (1 - t) + b * t + rng.normal(0, rng.uniform(1, 7), size=(height, width, 1))
+    if kind == "clutter":  # small muted marks: strokes and blobs a segmenter may take for objects
+        canvas = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(canvas)
+        for _ in range(int(rng.integers(10, 40))):
+            x, y = rng.uniform(0, width), rng.uniform(0, height)
+            r = rng.uniform(2, 0.04 * min(height, width))
+            colour = tuple(int(c) for c in _muted(rng))
+            if rng.random() < 0.5:
+                draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
+            else:
+                draw.line([x, y, x + rng.uniform(-4, 4) * r, y + rng.uniform(-4, 4) * r], fill=colour, width=2)
+        image = np.asarray(canvas, np.float32)
+    return np.clip(image, 0, 255), kind
+
+
+def _pick_object(rng: np.random.Generator, earlier: list[tuple[str, str]]) -> tuple[str, str]:
+    """A shape and colour; a third of the time one of them repeats an earlier object's (a distractor)."""
+    shape = SHAPES[rng.integers(len(SHAPES))]
+    colour = list(COLOURS)[rng.integers(len(COLOURS))]
+    if earlier and rng.random() < 0.33:
+        other_shape, other_colour = earlier[rng.integers(len(earlier))]
+        if rng.random() < 0.5:
+            shape = other_shape
+        else:
+            colour = other_colour
+    return shape, colour
+
+
+def make_varied_scene(index: int, rng: np.random.Generator) -> Scene:
+    """One scene in the varied style (see the module's docstring)."""
+    import cv2  # the outlines; cv2 is a dependency of irs already (the weight-free segmenter)
+
+    short = int(SHORT_SIDES[rng.integers(len(SHORT_SIDES))])
+    aspect = float(ASPECTS[rng.integers(len(ASPECTS))])
+    height, width = (short, round(short * aspect)) if aspect >= 1 else (round(short / aspect), short)
+    image, _ = _varied_background(rng, height, width)
+    scale = 2  # shapes are drawn at twice the size, then averaged down: anti-aliased edges
+    side = scale * max(height, width)
+    wanted = int(rng.integers(1, 7))
+    placed: list[tuple[str, str, float, np.ndarray]] = []  # shape, colour, diameter share, coverage (0..1)
+    for _ in range(wanted * 20):
+        if len(placed) == wanted:
+            break
+        shape, colour = _pick_object(rng, [(p[0], p[1]) for p in placed])
+        diameter = float(rng.uniform(0.08, 0.30))
+        radius = diameter * short / 2
+        cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
+        big = _shape_mask(shape, (cx * scale, cy * scale), radius * scale, side, float(rng.uniform(0, 2 * math.pi)))
+        coverage = big[: height * scale, : width * scale].reshape(height, scale, width, scale).mean(axis=(1, 3))
+        hidden_ok = all(
+            ((p[3] > 0.5) & (coverage > 0.5)).sum() <= MAX_HIDDEN * (p[3] > 0.5).sum() and (p[3] > 0.5).sum() > 0
+            for p in placed
+        )
+        if (coverage > 0.5).sum() >= 30 and hidden_ok:
+            for p in placed:  # what this object covers is no longer visible below it
+                p[3][:] = np.minimum(p[3], 1 - coverage)
+            placed.append((shape, colour, diameter, coverage))
+    # paint each object's visible part (they no longer overlap): colour with shading, half with a dark outline
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    for _, colour, _, drawn in placed:
+        base = np.clip(np.array(COLOURS[colour], np.float32) + rng.integers(-20, 21, size=3), 0, 255)
+        angle = rng.uniform(0, 2 * math.pi)
+        shade = 1 + rng.uniform(0, 0.15) * (((xs / width) * math.cos(angle) + (ys / height) * math.sin(angle)) - 0.5)
+        fill = np.clip(base[None, None, :] * shade[..., None], 0, 255)
+        image = image * (1 - drawn[..., None]) + fill * drawn[..., None]
+        if rng.random() < 0.5:
+            solid = (drawn > 0.5).astype(np.uint8)
+            width_px = int(rng.integers(1, 3))
+            ring = solid - cv2.erode(solid, np.ones((2 * width_px + 1, 2 * width_px + 1), np.uint8))
+            image[ring > 0] = base * 0.25
+    pixels = np.clip(image, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:  # JPEG artefacts, as in photos that went through a camera or the web
+        import io
+
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, "JPEG", quality=int(rng.integers(60, 91)))
+        pixels = np.asarray(Image.open(out).convert("RGB"))
+    scene_objects = []
+    for shape, colour, diameter, coverage in placed:
+        mask = coverage > 0.5
+        if mask.sum() < 30:
+            continue
+        box, centre = mask_box(mask), mask_centroid(mask)
+        row, col = ROWS[min(2, int(centre[1] * 3))], COLS[min(2, int(centre[0] * 3))]
+        size = "small" if diameter < 0.19 else "large"
+        scene_objects.append(SceneObject(shape, colour, size, row, col, mask, box, centre))
+    return Scene(index, pixels, scene_objects)
+
+
+def make_varied_scenes(count: int, seed: int) -> list[Scene]:
+    """`count` varied scenes, reproducible from `seed`."""
+    rng = np.random.default_rng(seed)
+    return [make_varied_scene(i, rng) for i in range(count)]

@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 from irs.benchmark import (
+    EVALUATION,
     FAMILIES,
+    ORIGINAL,
+    TRAINING,
     benchmark_queries,
     phrase,
     places_of,
@@ -16,7 +19,8 @@ from irs.benchmark import (
     training_caption,
 )
 from irs.index import Index
-from irs.synthetic import COLOURS, SHAPES, SceneObject, make_scenes
+from irs.query import parse_query
+from irs.synthetic import COLOURS, SHAPES, SceneObject, make_scenes, make_varied_scenes
 
 # What the place and relation words mean, on (row, column) cells of the 3x3 grid: the specification the
 # benchmark's answers are checked against, written here independently of irs.benchmark.
@@ -130,6 +134,29 @@ def test_queries_and_captions_are_the_same_for_the_same_seed(scenes, queries):
     assert [training_caption(s, np.random.default_rng(1)) for s in scenes] == first
 
 
+def _worded(phrasing, caption: str) -> tuple[str, re.Match, str] | None:
+    """(family, match, canonical place or predicate) of a caption in one of `phrasing`'s templates."""
+    a, b = NAME.format(g="a"), NAME.format(g="b")
+    shapes = [("attribute", re.escape(t).replace(re.escape("{a}"), a), "") for t in phrasing.attribute]
+    shapes += [("absolute", f"{a} {re.escape(w)}", p) for p, ws in phrasing.places.items() for w in ws]
+    shapes += [("relation", f"{a} {re.escape(w)} {b}", r) for r, ws in phrasing.relations.items() for w in ws]
+    shapes += [
+        ("two_objects", re.escape(t).replace(re.escape("{a}"), a).replace(re.escape("{b}"), b), "")
+        for t in phrasing.two_objects
+    ]
+    for family, pattern, fact in shapes:
+        match = re.fullmatch(pattern, caption)
+        if match:
+            return family, match, fact
+    return None
+
+
+CANONICAL = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom"}
+CANONICAL |= {"centre": "in the centre"} | {
+    c: f"in the {c}" for c in ("top left", "top right", "bottom left", "bottom right")
+}
+
+
 def test_training_captions_are_true_of_their_scene_and_cover_every_phrasing(scenes):
     rng = np.random.default_rng(4)
     kinds = set()
@@ -139,11 +166,111 @@ def test_training_captions_are_true_of_their_scene_and_cover_every_phrasing(scen
             if caption == scene.caption:
                 kinds.add("description")
                 continue
-            family = next((f for f in reversed(FAMILIES) if re.fullmatch(PATTERNS[f], caption)), None)
-            assert family, f"caption {caption!r} is in no query phrasing"
-            assert holders(scene, family, re.fullmatch(PATTERNS[family], caption)), (caption, scene.caption)
+            worded = _worded(TRAINING, caption)
+            assert worded, f"caption {caption!r} is in no training phrasing"
+            family, match, fact = worded
+            # the same fact, said in the original words, must hold in the scene's cells
+            if family == "absolute":
+                original = f"{NAME_OF(match, 'a')} {CANONICAL[fact]}"
+            elif family == "relation":
+                original = f"{NAME_OF(match, 'a')} {fact} {NAME_OF(match, 'b')}"
+            elif family == "two_objects":
+                original = f"{NAME_OF(match, 'a')} and {NAME_OF(match, 'b')}"
+            else:
+                original = NAME_OF(match, "a")
+            assert holders(scene, family, re.fullmatch(PATTERNS[family], original)), (caption, scene.caption)
             kinds.add(family)
     assert kinds == {"description", *FAMILIES}
+
+
+def NAME_OF(match: re.Match, g: str) -> str:  # noqa: N802 (reads like the NAME pattern it undoes)
+    size = f"{match[g + 'size']} " if match[g + "size"] else ""
+    colour = match[g + "colour"]
+    return f"{'an' if colour[0] in 'aeiou' else 'a'} {size}{colour} {match[g + 'shape']}"
+
+
+def test_evaluation_wordings_are_never_trained_on_and_all_parse_as_meant():
+    assert not TRAINING.templates() & EVALUATION.templates()
+    assert ORIGINAL.templates() <= TRAINING.templates()
+    for phrasing in (TRAINING, EVALUATION):
+        for t in phrasing.attribute:
+            assert parse_query(t.format(a="a red circle")).describe() == "object: a red circle", t
+        for place, words in phrasing.places.items():
+            for w in words:
+                assert parse_query(f"a red circle {w}").describe() == f"object: a red circle · position: {place}", w
+        for pred, words in phrasing.relations.items():
+            for w in words:
+                parsed = parse_query(f"a red circle {w} a blue square")
+                assert [(p.text, p.position) for p in parsed.phrases] == [
+                    ("a red circle", None),
+                    ("a blue square", None),
+                ]
+                assert [r.predicate for r in parsed.relations] == [pred], w
+        for t in phrasing.two_objects:
+            parsed = parse_query(t.format(a="a red circle", b="a blue square"))
+            assert [p.text for p in parsed.phrases] == ["a red circle", "a blue square"] and not parsed.relations, t
+
+
+# the varied scenes' ground truth, written here independently: thirds of the image by the visible pixels'
+# centroid, with a band of 0.04 either side of each third's edge too close to call; relations along their
+# own axis, 0.08 apart at least
+def _third(v: float) -> int | None:
+    return None if min(abs(v - 1 / 3), abs(v - 2 / 3)) < 0.04 else min(int(v * 3), 2)
+
+
+def test_varied_queries_are_true_clear_and_worded_for_evaluation():
+    scenes = make_varied_scenes(120, seed=5)
+    queries = benchmark_queries(scenes, per_family=8, seed=6, max_relevant=0.1, phrasing=EVALUATION, cells=False)
+    assert {q.family for q in queries} == set(FAMILIES) and len(queries) >= 28
+    for q in queries:
+        family, match, fact = _worded(EVALUATION, q.text)
+        assert family == q.family
+        for scene in scenes:
+            a = [o for o in scene.objects if (o.colour, o.shape) == (match["acolour"], match["ashape"])]
+            b = [
+                o
+                for o in scene.objects
+                if family in ("relation", "two_objects") and (o.colour, o.shape) == (match["bcolour"], match["bshape"])
+            ]
+            verdicts = []
+            for x in a:
+                cx, cy = _third(x.centroid[0]), _third(x.centroid[1])
+                if family == "attribute":
+                    verdicts.append(True)
+                elif family == "two_objects":
+                    verdicts.append(bool(b))
+                elif family == "absolute":
+                    want = {
+                        "left": (0, None),
+                        "right": (2, None),
+                        "top": (None, 0),
+                        "bottom": (None, 2),
+                        "centre": (1, 1),
+                        "top left": (0, 0),
+                        "top right": (2, 0),
+                        "bottom left": (0, 2),
+                        "bottom right": (2, 2),
+                    }[fact]
+                    got = [(axis, w) for axis, w in zip((cx, cy), want) if w is not None]
+                    verdicts.append(
+                        None
+                        if any(g is None for g, _ in got) and all(g in (None, w) for g, w in got)
+                        else all(g == w for g, w in got)
+                    )
+                else:
+                    axis = 0 if fact in ("left of", "right of") else 1
+                    sign = 1 if fact in ("left of", "above") else -1
+                    gaps = [sign * (y.centroid[axis] - x.centroid[axis]) for y in b]
+                    verdicts.append(
+                        True if any(g >= 0.08 for g in gaps) else None if any(abs(g) < 0.08 for g in gaps) else False
+                    )
+            if True in verdicts:
+                assert scene.index in q.relevant, (q.text, scene.index)
+                assert sorted(q.relevant[scene.index]) == sorted(x.bbox for x, v in zip(a, verdicts) if v)
+            else:
+                assert scene.index not in q.relevant and None not in verdicts, (q.text, scene.index)
+    again = benchmark_queries(make_varied_scenes(120, seed=5), 8, 6, 0.1, EVALUATION, cells=False)
+    assert [(q.text, q.relevant) for q in again] == [(q.text, q.relevant) for q in queries]
 
 
 def obj(row: str, col: str, colour: str = "red", shape: str = "circle", size: str = "small") -> SceneObject:
@@ -151,10 +278,10 @@ def obj(row: str, col: str, colour: str = "red", shape: str = "circle", size: st
 
 
 def test_place_words_of_each_cell():
-    assert places_of(obj("top", "left")) == ["on the left", "at the top", "in the top left"]
-    assert places_of(obj("middle", "centre")) == ["in the centre"]
-    assert places_of(obj("middle", "right")) == ["on the right"]
-    assert places_of(obj("bottom", "centre")) == ["at the bottom"]
+    assert places_of(obj("top", "left")) == ["left", "top", "top left"]
+    assert places_of(obj("middle", "centre")) == ["centre"]
+    assert places_of(obj("middle", "right")) == ["right"]
+    assert places_of(obj("bottom", "centre")) == ["bottom"]
 
 
 def test_relations_between_cells():

@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO, free_port, serve
 from PIL import Image
 
-from irs.benchmark import places_of
+from irs.benchmark import ORIGINAL, places_of
 from irs.index import Index
 from irs.settings import load_settings
 from irs.synthetic import COLOURS, write_folder
@@ -73,7 +73,7 @@ def served_app(tmp_path):
     for _ in serve(command, healthy, "streamlit", cwd=REPO, env=env):
         # ask for an object that is there, where it is: the screenshot then shows a real answer
         obj = scenes[0].objects[0]
-        yield port, obj.a_name, places_of(obj)[0], scenes
+        yield port, obj.a_name, ORIGINAL.places[places_of(obj)[0]][0], scenes
 
 
 class Chromium:
