@@ -166,30 +166,6 @@ def _pictures(at: AppTest) -> list[str]:
     return [str(image.proto) for image in at.get("image")]
 
 
-def test_annotate_page_judges_scores_and_compares(indexed):
-    at = page("annotate")
-    at.text_input(key="annotator").set_value("ada")
-    at.text_input(key="judge_query").set_value("a blue square").run()
-    results = at.session_state["judge_results"]
-    radios = [r for r in at.radio if r.key and r.key.startswith("judge-")]
-    assert len(radios) == len(results)
-    at.radio(key=f"judge-a blue square-{results[0].sha256}").set_value("relevant")
-    at.radio(key=f"judge-a blue square-{results[1].sha256}").set_value("not relevant")
-    [b for b in at.button if b.label == "Save judgments"][0].click().run()
-    assert "Saved 2 judgments" in texts(at)
-    import views
-
-    judged = views.judgments().for_query("a blue square")
-    assert judged == {results[0].sha256: True, results[1].sha256: False}
-    assert [m.label for m in at.metric][:2] == ["P@12", "AP"]
-    assert at.metric[1].value == "1.000"  # the one relevant image is ranked first
-    csv = views.judgments().export_csv()
-    assert csv.splitlines()[0] == "query,sha256,path,relevant,annotator,at,settings" and "ada" in csv
-    [b for b in at.button if b.label == "Compare"][0].click().run()
-    rows = at.session_state["comparison"]
-    assert rows[0]["query"] == "a blue square" and {"P@k A", "P@k B", "AP A", "AP B"} <= set(rows[0])
-
-
 @pytest.fixture
 def demo_indexed(tmp_path, monkeypatch):
     """The demo profile (the small CLIP trained on these shapes) over 8 scenes, and the scenes drawn."""
