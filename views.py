@@ -11,6 +11,7 @@ import io
 import math
 import mimetypes
 import os
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -23,7 +24,7 @@ from irs import Index, load_settings
 from irs.confidence import GOOD
 from irs.export import export_text
 from irs.jobs import IndexJob
-from irs.judgments import Judgments
+from irs.judgments import Judgments, JudgmentsError
 from irs.load import LoadError, read_file
 from irs.locks import DatabaseBusy
 from irs.models import WeightsError
@@ -44,6 +45,15 @@ EXAMPLES = {
     "": ("a red car on the left", "a dog to the left of a bicycle", "a person in the centre", "cat -dog"),
 }
 LARGE = 1024  # the expanded view: never the full-size original
+# the search controls of the Search and Annotate pages: setting, label, range, step, column of three
+WEIGHTS = [
+    ("weight_image", "Whole image", 0.0, 1.0, 0.05, 0),
+    ("weight_segment", "Best segments", 0.0, 1.0, 0.05, 0),
+    ("weight_position", "Position penalty", 0.0, 2.0, 0.05, 1),
+    ("weight_relation", "Relation penalty", 0.0, 2.0, 0.05, 1),
+    ("weight_negative", "Negative terms", 0.0, 2.0, 0.05, 1),
+]
+POOLS = [("image_pool", "Image candidates", 10, 10_000), ("segment_pool", "Segment candidates", 10, 50_000)]
 # what the results can be downloaded as: label, irs.export format, MIME type
 EXPORTS = (
     ("Export CSV", ".csv", "text/csv"),
@@ -137,8 +147,13 @@ def job() -> IndexJob:
 
 
 def judgments() -> Judgments:
-    """The judgment store of the database."""
-    return _judgments(database())
+    """The judgment store of the database, or a clear message and a stopped page when it cannot be opened
+    (written by a newer irs, damaged)."""
+    try:
+        return _judgments(database())
+    except (JudgmentsError, sqlite3.Error) as err:
+        st.error(f"The judgments in {Path(database()) / 'judgments.sqlite'} cannot be opened: {err}")
+        st.stop()
 
 
 def _demo_notice(idx: Index) -> None:

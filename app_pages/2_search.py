@@ -9,15 +9,6 @@ s = idx.settings
 
 K = 12  # results shown unless the address says otherwise
 UPLOADS = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
-# the search controls: setting, label, range, step, column (the address may set any of them: ?weight_image=0.3)
-WEIGHTS = [
-    ("weight_image", "Whole image", 0.0, 1.0, 0.05, 0),
-    ("weight_segment", "Best segments", 0.0, 1.0, 0.05, 0),
-    ("weight_position", "Position penalty", 0.0, 2.0, 0.05, 1),
-    ("weight_relation", "Relation penalty", 0.0, 2.0, 0.05, 1),
-    ("weight_negative", "Negative terms", 0.0, 2.0, 0.05, 1),
-]
-POOLS = [("image_pool", "Image candidates", 10, 10_000), ("segment_pool", "Segment candidates", 10, 50_000)]
 
 query = views.query_box(idx, "query")
 k = st.slider("Results", 4, 48, max(4, round(views.from_address("k", K, 4, 48) / 4) * 4), step=4)
@@ -25,9 +16,9 @@ with st.expander("Fusion weights and advanced options"):
     columns = st.columns(3)
     weights: dict[str, float] = {
         name: columns[col].slider(label, low, high, views.from_address(name, getattr(s, name), low, high), step)
-        for name, label, low, high, step, col in WEIGHTS
+        for name, label, low, high, step, col in views.WEIGHTS
     }
-    for name, label, low, high in POOLS:
+    for name, label, low, high in views.POOLS:
         start = int(views.from_address(name, getattr(s, name), low, high))
         weights[name] = columns[2].number_input(label, low, high, start, 10)
     st.caption(

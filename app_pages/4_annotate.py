@@ -5,7 +5,6 @@ Keys in the judging view: j next, k previous, 1 relevant, 0 not relevant, o righ
 
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 
 import streamlit as st
 
@@ -29,15 +28,6 @@ from irs.judgments import (
 from irs.records import SearchResult
 from irs.settings import Settings
 
-# the search controls: setting, label, range, step (as on the Search page)
-WEIGHTS = [
-    ("weight_image", "Whole image", 0.0, 1.0, 0.05),
-    ("weight_segment", "Best segments", 0.0, 1.0, 0.05),
-    ("weight_position", "Position penalty", 0.0, 2.0, 0.05),
-    ("weight_relation", "Relation penalty", 0.0, 2.0, 0.05),
-    ("weight_negative", "Negative terms", 0.0, 2.0, 0.05),
-]
-POOLS = [("image_pool", "Image candidates", 10, 10_000), ("segment_pool", "Segment candidates", 10, 50_000)]
 PER_ROW = 8  # thumbnails per row in the judging strip
 CURRENT = "current"  # the setting the query's own results are shown under
 # the judging view's buttons: key, label, keyboard shortcut
@@ -88,9 +78,9 @@ k = st.slider("Results to judge (k)", 4, 40, 12, 4, key="judge_k")
 with st.expander("Search settings (every weight and pool is stored with each judgment)"):
     st.selectbox("Start from a preset", list(presets), index=None, key="preset", on_change=apply_preset)
     columns = st.columns(3)
-    for n, (name, label, low, high, step) in enumerate(WEIGHTS):
+    for n, (name, label, low, high, step, _) in enumerate(views.WEIGHTS):
         columns[n % 2].slider(label, low, high, step=step, key=f"set-{name}")
-    for name, label, low, high in POOLS:
+    for name, label, low, high in views.POOLS:
         columns[2].number_input(label, low, high, step=10, key=f"set-{name}")
     current = SearchSettings(**{f.name: st.session_state[f"set-{f.name}"] for f in dataclasses.fields(SearchSettings)})
     left, right = st.columns([3, 1], vertical_alignment="bottom")
@@ -193,7 +183,8 @@ def judging(idx: Index, store: Judgments, annotator: str, k: int) -> None:
     with side:
         st.markdown(f"**{pos + 1} of {len(items)}** · “{item.query}”")
         st.caption(
-            f"rank {item.rank} under {item.setting} · score {item.result.score:.3f} · {Path(item.result.path).name}"
+            f"rank {item.rank} under {item.setting} · score {item.result.score:.3f} · "
+            f"{idx.relative_path(item.result.path)}"
         )
         st.markdown(f"Judged: **{state(verdict, item.result)}**")
         buttons = {}
@@ -377,4 +368,4 @@ if st.session_state.get("compare_on") and queries:
             thumb = views.overlay(idx, result, views.THUMB)
             if thumb is not None:
                 st.image(thumb, width=240)
-            st.caption(f"{n // 2 + 1}. {Path(result.path).name} · {state(verdicts.get(result.sha256), result)}")
+            st.caption(f"{n // 2 + 1}. {idx.relative_path(result.path)} · {state(verdicts.get(result.sha256), result)}")
