@@ -189,6 +189,17 @@ def test_search_page_in_headless_chromium(served_app, tmp_path):
         large = browser.evaluate("document.querySelector('[role=dialog] [data-testid=stImage] img').src")
         dialog_shot = tmp_path / "details.png"
         browser.screenshot(dialog_shot)
+        # the annotate page on the same query: the judging view with its keys (the README's third picture)
+        annotate = f"http://127.0.0.1:{port}/annotate?" + urllib.parse.urlencode({"q": f"{thing} {place}"})
+        browser.open_until(
+            annotate,
+            "document.body.innerText.includes('Not relevant') && "
+            "document.querySelectorAll('[data-testid=stImage] img').length >= 2 && "
+            "document.querySelector('[data-test-script-state=notRunning]') !== null",
+        )
+        annotate_text = browser.evaluate("document.body.innerText")
+        annotate_shot = tmp_path / "annotate.png"
+        browser.screenshot(annotate_shot)
     finally:
         browser.close()
     assert f"object: {thing} · position: " in text
@@ -211,8 +222,10 @@ def test_search_page_in_headless_chromium(served_app, tmp_path):
             seen, drawn = shown[inside].mean(axis=0), scene.image[_well_inside(obj.mask, obj.mask.shape)].mean(axis=0)
             assert np.abs(seen - drawn).max() <= 12, (obj.name, seen, drawn)  # JPEG twice, nothing more
             assert np.abs(seen - COLOURS[obj.colour]).max() <= 15 + 12, (obj.name, seen)
+    assert "Relevant" in annotate_text and "Right object" in annotate_text
     if os.environ.get("IRS_SCREENSHOT_DIR"):
         target = Path(os.environ["IRS_SCREENSHOT_DIR"])
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, target / "search.png")
         shutil.copy(dialog_shot, target / "details.png")
+        shutil.copy(annotate_shot, target / "annotate.png")
