@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from irs.evaluate import MODES, EvalQuery, score_queries
-from irs.geometry import Box
+from irs.geometry import Box, fit_mask, mask_iou
+from irs.records import Segment
 from irs.segment import OracleSegmenter
 from irs.synthetic import COLS, ROWS, Scene, SceneObject, write_folder
 
@@ -324,6 +325,33 @@ def benchmark_queries(
                 seen.add(text)
                 queries.append(BenchmarkQuery(family, text, relevant))
     return queries
+
+
+# ---- segmentation: are the objects among the stored segments ----------------------------------------
+
+
+def objects_found(scene: Scene, segments: list[Segment], min_iou: float = 0.5) -> list[bool]:
+    """Per object of the scene (in order): does some segment cover it at mask IoU >= `min_iou`?
+
+    Masks are compared at the stored segment's resolution (`mask_max_side`, what search and the overlays
+    see), the object's mask scaled to it."""
+    masks = [s.mask() for s in segments]
+    return [any(mask_iou(m, fit_mask(obj.mask, *m.shape)) >= min_iou for m in masks) for obj in scene.objects]
+
+
+def object_recall(scenes: list[Scene], segments: list[list[Segment]], min_iou: float = 0.5) -> float:
+    """The share of the scenes' objects that some segment of their scene covers at mask IoU >= `min_iou`
+    (`segments[i]` are scene i's, as stored: after `postprocess`). An object with no visible pixel is not
+    counted; NaN when no object is."""
+    if len(scenes) != len(segments):
+        raise ValueError(f"{len(scenes)} scenes but segments for {len(segments)}")
+    hits = [
+        hit
+        for scene, segs in zip(scenes, segments)
+        for obj, hit in zip(scene.objects, objects_found(scene, segs, min_iou))
+        if obj.mask.any()
+    ]
+    return sum(hits) / len(hits) if hits else float("nan")
 
 
 # ---- the benchmark driver --------------------------------------------------------------------------

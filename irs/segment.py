@@ -159,15 +159,58 @@ class ComponentsSegmenter:
     benchmark), a rough cut for photos, and it runs in milliseconds on a CPU. A region's score is its
     colour uniformity (predicted_iou) and how compact it is (stability_score), so flat, solid regions
     rank before background patches.
+
+    k-means also slices the background (a texture, a gradient, a wall) into many regions that are no
+    object. With `background_filter` on, a region is dropped as background when any of these holds
+    (`regions` says which; colours are compared as CIE76 distances, ΔE, in Lab):
+
+    - **spans the frame**: it reaches from one side of the image to the opposite one and at least
+      `frame_perimeter` of its outline runs along the border: the sky, a floor, a wall, the ground the
+      picture is framed on. An object cut off by one side, or tucked into a corner, is not judged by this;
+    - **low contrast**: the colour step across its outline is under `min_contrast` ΔE (measured place by
+      place along the outline, `_Surroundings.edge_contrast`) and its texture is no different from its
+      surroundings' (`_differ`): k-means cut it out of a smooth surface (a texture, a gradient), nothing
+      edges it;
+    - **background colour**: its colour (within `min_contrast` ΔE) covers `frame_colour_share` of the
+      image's frame (a band `frame_width` of the side wide) *outside the region itself*, with the frame's
+      texture: the colour that surrounds everything, e.g. a patch of textured ground or the ground seen
+      through a hole. Its own border pixels are left out, so an object that touches the border is not
+      judged by itself.
+
+    ΔE 10 is a difference seen at a glance (2.3 is the least one can see); the surroundings reach 2% of the
+    image's side; shares are fractions of the frame. A flat object on a noisy ground of its own mean colour
+    is kept by its texture. With the filter off, `masks` gives exactly the regions it gave before the filter
+    existed (bench/segmenter.py measures both).
     """
 
     name = "components"
 
-    def __init__(self, clusters: int = 8, max_area: float = 0.5) -> None:
+    def __init__(
+        self,
+        clusters: int = 8,
+        max_area: float = 0.5,
+        background_filter: bool = True,
+        min_contrast: float = 10.0,
+        frame_perimeter: float = 0.25,
+        frame_colour_share: float = 0.1,
+        frame_width: float = 0.03,
+    ) -> None:
         self.clusters = clusters
         self.max_area = max_area
+        self.background_filter = background_filter
+        self.min_contrast = min_contrast
+        self.frame_perimeter = frame_perimeter
+        self.frame_colour_share = frame_colour_share
+        self.frame_width = frame_width
 
     def masks(self, pixels: np.ndarray) -> list[MaskProposal]:
+        return [proposal for proposal, _ in self.regions(pixels, judge=self.background_filter, background=False)]
+
+    def regions(
+        self, pixels: np.ndarray, judge: bool = True, background: bool = True
+    ) -> list[tuple[MaskProposal, str | None]]:
+        """Every region, with the reason it counts as background when `judge` (None: it does not);
+        `background=False` leaves the background regions out (and makes no full-size mask for them)."""
         import cv2
 
         height, width = pixels.shape[:2]
@@ -179,8 +222,10 @@ class ComponentsSegmenter:
         k = min(self.clusters, len(sample))
         _, _, centres = cv2.kmeans(sample, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
         labels = np.argmin(((lab[:, None, :] - centres[None, :, :]) ** 2).sum(-1), axis=1).reshape(height, width)
+        around = _Surroundings(pixels, smooth, self.frame_width) if judge else None
+        pad = around.ring + 1 if around else 0  # the tests look this far past a region's box
 
-        proposals = []
+        regions: list[tuple[MaskProposal, str | None]] = []
         for cluster in range(k):
             count, components, stats, _ = cv2.connectedComponentsWithStats(
                 (labels == cluster).astype(np.uint8), connectivity=4
@@ -189,11 +234,127 @@ class ComponentsSegmenter:
                 area = stats[j, cv2.CC_STAT_AREA]
                 if area < 16 or area > self.max_area * height * width:
                     continue
-                mask = components == j
-                spread = float(smooth[mask].std(axis=0).mean())
-                box_area = stats[j, cv2.CC_STAT_WIDTH] * stats[j, cv2.CC_STAT_HEIGHT]
-                proposals.append(MaskProposal(mask, 1.0 / (1.0 + spread / 8.0), float(area / box_area)))
-        return proposals
+                # work in the region's box (padded for the tests): most regions are small
+                x, y, w, h = (int(v) for v in stats[j, :4])
+                x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(width, x + w + pad), min(height, y + h + pad)
+                crop = components[y0:y1, x0:x1] == j
+                spread = float(smooth[y0:y1, x0:x1][crop].std(axis=0).mean())
+                reason = self._background_reason(crop, (x0, y0), around) if around else None
+                if reason and not background:
+                    continue
+                mask = np.zeros((height, width), bool)
+                mask[y0:y1, x0:x1] = crop
+                regions.append((MaskProposal(mask, 1.0 / (1.0 + spread / 8.0), float(area / (w * h))), reason))
+        return regions
+
+    def _background_reason(self, region: np.ndarray, offset: tuple[int, int], around: _Surroundings) -> str | None:
+        """Why a region (a crop of the image at `offset`, padded past its box) is background, or None."""
+        import cv2
+
+        x0, y0 = offset
+        window = (slice(y0, y0 + region.shape[0]), slice(x0, x0 + region.shape[1]))
+        region8 = region.astype(np.uint8)
+        # the outline: region pixels with a 4-neighbour outside the region or outside the image
+        inner = cv2.erode(region8, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+        outline = int(region.sum() - inner.sum())
+        contact = int((region & around.edge[window]).sum())
+        if contact / outline >= self.frame_perimeter and _spans(region, offset, around.lab.shape[:2]):
+            return "spans the frame"
+
+        lab, texture = around.lab[window], around.texture[window]
+        grain = float(np.median(texture[region]))
+        contrast, ring = around.edge_contrast(region, inner, window)
+        if contrast < self.min_contrast and not _differ(grain, float(np.median(texture[ring]))):
+            return "low contrast"
+
+        # the ground's colour: how much of the frame, outside this region, has this region's colour and texture
+        colour = np.median(lab[region], axis=0)
+        fy, fx = around.frame_yx
+        inside = (fy >= y0) & (fy < y0 + region.shape[0]) & (fx >= x0) & (fx < x0 + region.shape[1])
+        own = np.zeros(len(fy), bool)
+        own[inside] = region[fy[inside] - y0, fx[inside] - x0]
+        alike = ~own & (np.linalg.norm(around.frame_lab - colour, axis=1) < self.min_contrast)
+        if alike.sum() >= self.frame_colour_share * len(fy) and not _differ(
+            grain, float(np.median(around.frame_texture[alike]))
+        ):
+            return "background colour"
+        return None
+
+
+_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)  # 4-neighbours, as the regions are connected
+
+
+class _Surroundings:
+    """What the background tests compare a region with, computed once per image: colours in Lab (ΔE units),
+    each pixel's fine texture, the image's edge pixels, and a sample of the frame band around the image."""
+
+    def __init__(self, pixels: np.ndarray, smooth: np.ndarray, frame_width: float) -> None:
+        import cv2
+
+        height, width = pixels.shape[:2]
+        side = max(height, width)
+        self.lab = cv2.cvtColor(smooth.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+        raw = cv2.cvtColor(pixels.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+        # texture: how far each pixel is from its smoothed neighbourhood (grain, noise, a fine pattern)
+        self.texture = np.linalg.norm(raw - self.lab, axis=2)
+        self.ring = max(2, round(0.02 * side))  # how far around a region its surroundings reach
+        self.box = (2 * self.ring + 1, 2 * self.ring + 1)
+        # per pixel, the sum of the colours and the count of image pixels in the box around it (past the
+        # image there is nothing to count), so a region's surroundings are these less the region's own
+        self.lab_sum = cv2.boxFilter(self.lab, -1, self.box, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        ones = np.ones((height, width), np.float32)
+        self.count = cv2.boxFilter(ones, -1, self.box, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        self.edge = np.zeros((height, width), bool)
+        self.edge[[0, -1], :] = self.edge[:, [0, -1]] = True
+        band = min(max(1, round(frame_width * side)), max(1, min(height, width) // 2))
+        frame = np.ones((height, width), bool)
+        frame[band : height - band, band : width - band] = False
+        # the frame's statistics need no more than a few thousand of its pixels: an even sample of them
+        ys, xs = np.nonzero(frame)
+        step = max(1, len(ys) // 8192)
+        self.frame_yx = ys[::step], xs[::step]
+        self.frame_lab = self.lab[self.frame_yx]
+        self.frame_texture = self.texture[self.frame_yx]
+
+    def edge_contrast(
+        self, region: np.ndarray, inner: np.ndarray, window: tuple[slice, slice]
+    ) -> tuple[float, np.ndarray]:
+        """The colour step across a region's outline (ΔE), and its ring (the pixels outside it within `ring`).
+
+        At each outline pixel, the mean colour of the region within `ring` against the mean colour outside it
+        within `ring`; the median over the outline. Compared place by place, a band of a smooth gradient has
+        no step (on both sides of any point of its edge the colour is nearly its own) although its two sides
+        differ; the median ignores the stretch of outline where another object happens to be near."""
+        import cv2
+
+        weight = region.astype(np.float32)
+        border = cv2.BORDER_CONSTANT  # the crop is padded past the box: nothing of the region lies beyond it
+        n_in = cv2.boxFilter(weight, -1, self.box, normalize=False, borderType=border)
+        sum_in = cv2.boxFilter(self.lab[window] * weight[..., None], -1, self.box, normalize=False, borderType=border)
+        n_out = self.count[window] - n_in
+        ring = (n_in > 0) & ~region
+        outline = region & ~inner & (n_out > 0.5)
+        if not outline.any():
+            return float("inf"), ring  # nothing outside to compare with: not low contrast
+        mean_in = sum_in[outline] / n_in[outline, None]
+        mean_out = (self.lab_sum[window][outline] - sum_in[outline]) / n_out[outline, None]
+        return float(np.median(np.linalg.norm(mean_in - mean_out, axis=1))), ring
+
+
+def _spans(region: np.ndarray, offset: tuple[int, int], shape: tuple[int, int]) -> bool:
+    """Does a region (a crop at `offset`) reach both the left and right sides of the image, or its top and bottom?"""
+    height, width = shape
+    x0, y0 = offset
+    x1, y1 = x0 + region.shape[1], y0 + region.shape[0]
+    across = x0 == 0 and x1 == width and region[:, 0].any() and region[:, -1].any()
+    down = y0 == 0 and y1 == height and region[0].any() and region[-1].any()
+    return bool(across or down)
+
+
+def _differ(grain: float, other: float) -> bool:
+    """Do two texture levels (median ΔE from the smoothed image) differ visibly: twice as strong and 5 ΔE apart."""
+    low, high = sorted((grain, other))
+    return high - low >= 5.0 and high >= 2 * low
 
 
 class OracleSegmenter:

@@ -12,6 +12,8 @@ from irs.benchmark import (
     ORIGINAL,
     TRAINING,
     benchmark_queries,
+    object_recall,
+    objects_found,
     phrase,
     places_of,
     relations_between,
@@ -20,7 +22,8 @@ from irs.benchmark import (
 )
 from irs.index import Index
 from irs.query import parse_query
-from irs.synthetic import COLOURS, SHAPES, SceneObject, make_scenes, make_varied_scenes
+from irs.segment import MaskProposal, postprocess
+from irs.synthetic import COLOURS, SHAPES, Scene, SceneObject, make_scenes, make_varied_scenes
 
 # What the place and relation words mean, on (row, column) cells of the 3x3 grid: the specification the
 # benchmark's answers are checked against, written here independently of irs.benchmark.
@@ -323,3 +326,48 @@ def test_small_spatial_benchmark_end_to_end_with_tiny_models(tmp_path, test_sett
     # the oracle's segments are exactly the scenes' visible objects
     objects = sum(o.mask.mean() >= test_settings.min_segment_area for s in make_scenes(12, 5, 128) for o in s.objects)
     assert result["counts"]["oracle"] == {"images": 12, "segments": objects}
+
+
+def stored(masks: list[np.ndarray], mask_max_side: int = 256) -> list:
+    """Segments as irs stores them, one per mask (no mask dropped)."""
+    return postprocess([MaskProposal(m) for m in masks], 0.0, 1.0, len(masks) or 1, mask_max_side)
+
+
+def test_object_recall_counts_an_object_found_at_mask_iou_half_or_more():
+    scene = make_scenes(1, seed=3, side=128, max_objects=1)[0]
+    obj = scene.objects[0].mask
+    rows = np.flatnonzero(obj.any(axis=1))
+    top = obj.copy()
+    top[rows[len(rows) // 2] :] = False  # the upper part: IoU with the object is its share of the pixels
+    iou = top.sum() / obj.sum()
+    assert object_recall([scene], [stored([obj])]) == 1.0
+    assert object_recall([scene], [stored([top])], min_iou=iou - 1e-6) == 1.0
+    assert object_recall([scene], [stored([top])], min_iou=iou + 1e-6) == 0.0
+    assert object_recall([scene], [stored([~obj])]) == 0.0  # the background around it is not the object
+    assert object_recall([scene], [[]]) == 0.0
+
+
+def test_object_recall_is_the_share_over_every_object_of_every_scene():
+    scenes = [s for s in make_scenes(20, seed=4, side=128) if len(s.objects) >= 2][:3]
+    segments = [stored([s.objects[0].mask]) for s in scenes]  # only each scene's first object
+    objects = sum(len(s.objects) for s in scenes)
+    assert object_recall(scenes, segments) == pytest.approx(3 / objects)
+    assert objects_found(scenes[0], segments[0]) == [True] + [False] * (len(scenes[0].objects) - 1)
+    with pytest.raises(ValueError):
+        object_recall(scenes, segments[:2])
+
+
+def test_object_recall_compares_at_the_stored_mask_size():
+    scene = make_scenes(1, seed=6, side=256, max_objects=3)[0]
+    segments = stored([o.mask for o in scene.objects], mask_max_side=64)  # stored at a quarter of the side
+    assert {s.mask_shape for s in segments} == {(64, 64)}
+    assert object_recall([scene], [segments]) == 1.0
+
+
+def test_object_recall_leaves_out_objects_nothing_shows_and_is_nan_without_objects():
+    scene = make_scenes(1, seed=3, side=128, max_objects=1)[0]
+    nothing = np.zeros_like(scene.objects[0].mask)
+    hidden = SceneObject("circle", "red", "small", "top", "left", nothing, (0, 0, 0, 0), (0, 0))
+    both = Scene(0, scene.image, [scene.objects[0], hidden])
+    assert object_recall([both], [stored([scene.objects[0].mask])]) == 1.0
+    assert np.isnan(object_recall([Scene(0, scene.image, [])], [[]]))

@@ -1,8 +1,12 @@
 import numpy as np
 import pytest
+from PIL import Image
 
+from irs.benchmark import object_recall
+from irs.geometry import fit_mask, mask_iou
 from irs.models import build_tiny_sam
-from irs.segment import MaskProposal, SamSegmenter, postprocess, segment_image, segment_images
+from irs.segment import ComponentsSegmenter, MaskProposal, SamSegmenter, postprocess, segment_image, segment_images
+from irs.settings import load_settings
 from irs.synthetic import make_scenes
 
 
@@ -92,3 +96,97 @@ def test_components_segmenter_finds_every_synthetic_object():
             total += 1
             found += any(box_iou(s.bbox, obj.bbox) >= 0.5 for s in segments)
     assert found / total >= 0.95
+
+
+# ---- the weight-free segmenter's background filter -------------------------------------------------------
+
+
+def demo_segments(segmenter, pixels: np.ndarray) -> list:
+    """What indexing with the demo profile stores for an image."""
+    return segment_image(segmenter, pixels, load_settings({"profile": "demo"}, environ={}))
+
+
+def disc(side: int, cx: float, cy: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+def best_iou(segments: list, mask: np.ndarray) -> float:
+    return max((mask_iou(fit_mask(s.mask(), *mask.shape), mask) for s in segments), default=0.0)
+
+
+def test_background_filter_keeps_every_object_and_drops_the_background():
+    scenes = make_scenes(12, seed=12)
+    unfiltered = [demo_segments(ComponentsSegmenter(background_filter=False), s.image) for s in scenes]
+    filtered = [demo_segments(ComponentsSegmenter(), s.image) for s in scenes]
+    assert object_recall(scenes, unfiltered) == 1.0
+    assert object_recall(scenes, filtered) == 1.0
+    # without the filter the ground fills the list (up to max_segments); with it, little beyond the objects
+    objects = sum(len(s.objects) for s in scenes)
+    assert sum(map(len, unfiltered)) > 5 * objects
+    assert sum(map(len, filtered)) <= objects + len(scenes) // 2
+    assert all(len(f) < len(u) for f, u in zip(filtered, unfiltered))
+
+
+def test_background_filter_only_removes_regions():
+    pixels = make_scenes(1, seed=2)[0].image
+    regions = ComponentsSegmenter().regions(pixels)
+    unfiltered = ComponentsSegmenter(background_filter=False).masks(pixels)
+    filtered = ComponentsSegmenter().masks(pixels)
+    assert [p.mask.tobytes() for p, _ in regions] == [p.mask.tobytes() for p in unfiltered]
+    assert [p.mask.tobytes() for p in filtered] == [p.mask.tobytes() for p, why in regions if why is None]
+    assert {why for _, why in regions} - {None} <= {"spans the frame", "low contrast", "background colour"}
+
+
+def test_flat_objects_on_a_plain_ground_survive_even_at_the_border():
+    side = 256
+    pixels = np.full((side, side, 3), 235, np.uint8)
+    circle, corner, cut = disc(side, 0.5, 0.5, 0.15), square(side, 0, 0, 60, 80), square(side, 150, 200, 230, side)
+    pixels[circle], pixels[corner], pixels[cut] = (200, 30, 30), (20, 20, 20), (30, 60, 200)
+    segments = demo_segments(ComponentsSegmenter(), pixels)
+    assert len(segments) == 3
+    for mask in (circle, corner, cut):  # in the middle, tucked into a corner, cut off by the bottom
+        assert best_iou(segments, mask) > 0.95
+
+
+def test_objects_on_a_gradient_and_on_noise_survive():
+    side = 256
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    gradient = np.stack([30 + 200 * xx, 60 + 80 * yy, 200 - 170 * xx], -1).astype(np.uint8)
+    noise = np.clip(128 + np.random.default_rng(0).normal(0, 35, (side, side, 3)), 0, 255).astype(np.uint8)
+    for ground in (gradient, noise):
+        pixels = ground.copy()
+        shapes = [disc(side, 0.25, 0.3, 0.1), square(side, 128, 150, 180, 215), disc(side, 0.75, 0.25, 0.08)]
+        for mask, colour in zip(shapes, [(240, 240, 40), (20, 150, 60), (40, 60, 220)]):
+            pixels[mask] = colour
+        segments = demo_segments(ComponentsSegmenter(), pixels)
+        assert all(best_iou(segments, mask) > 0.9 for mask in shapes)
+        assert len(segments) <= len(shapes) + 1
+
+
+def test_a_grey_square_as_grey_as_the_noise_around_it_survives_by_its_texture():
+    side = 256
+    pixels = np.clip(128 + np.random.default_rng(1).normal(0, 35, (side, side, 3)), 0, 255).astype(np.uint8)
+    flat = square(side, 140, 140, 220, 220)
+    pixels[flat] = 128  # the noise's own mean colour: only its smoothness sets it apart
+    assert best_iou(demo_segments(ComponentsSegmenter(), pixels), flat) > 0.8
+
+
+def test_an_image_of_background_only_gives_no_segments():
+    side = 256
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    # a muted texture like the synthetic scenes' ground: coarse colour blobs plus fine grain
+    coarse = Image.fromarray(np.clip(128 + rng.normal(0, 12, (6, 6, 3)), 0, 255).astype(np.uint8))
+    blobs = np.asarray(coarse.resize((side, side), Image.Resampling.BICUBIC), np.float32) - 128
+    texture = np.clip(135 + blobs + rng.normal(0, 5, (side, side, 1)), 0, 255).astype(np.uint8)
+    grounds = {
+        "texture": texture,
+        "gradient": np.stack([255 * xx, 255 * yy, 128 + 0 * xx], -1).astype(np.uint8),
+        "noise": np.clip(128 + rng.normal(0, 35, (side, side, 3)), 0, 255).astype(np.uint8),
+        "sky over grass": np.where(yy[..., None] < 0.5, [90, 150, 240], [60, 140, 50]).astype(np.uint8),
+    }
+    for name, pixels in grounds.items():
+        unfiltered = demo_segments(ComponentsSegmenter(background_filter=False), pixels)
+        filtered = demo_segments(ComponentsSegmenter(), pixels)
+        assert len(filtered) <= 1, (name, len(filtered), len(unfiltered))
