@@ -43,6 +43,9 @@ INDEX_FIELDS = (
     "crop_padding",
     "work_max_side",
 )
+# What the weight-free segmenter returns changed: revision 2 drops background regions (irs/segment.py). Databases
+# built before it record no revision; they are refused rather than filled with segments of two kinds.
+COMPONENTS_REVISION = 2
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,10 @@ class Settings:
 
     def index_fingerprint(self) -> dict[str, Any]:
         """The settings a database is bound to (its manifest)."""
-        return {name: getattr(self, name) for name in INDEX_FIELDS}
+        fingerprint: dict[str, Any] = {name: getattr(self, name) for name in INDEX_FIELDS}
+        if self.segmenter == "components":
+            fingerprint["components_revision"] = COMPONENTS_REVISION
+        return fingerprint
 
 
 # A profile is a named set of defaults. "test": tiny random models that run offline in seconds.

@@ -133,10 +133,16 @@ class Store:
             if stored.get(name) != wanted[name]
         ]
         if diffs:
+            changed = stored.get("components_revision") != wanted.get("components_revision")
             raise ManifestMismatch(
                 f"{self.root} was built with other index settings, and irs never mixes them:\n  "
                 + "\n  ".join(diffs)
-                + "\nUse the database's settings (see irs.toml in it) or choose a new --db."
+                + (
+                    "\nThe weight-free segmenter now drops background regions: index the folders again into "
+                    "a new --db (this one still opens with the irs that built it)."
+                    if changed and settings.segmenter == "components"
+                    else "\nUse the database's settings (see irs.toml in it) or choose a new --db."
+                )
             )
         return manifest
 

@@ -9,6 +9,20 @@ from irs.store import DatabaseMissing, ManifestMismatch, StoreError
 from irs.vectors import segment_id
 
 
+def test_a_database_of_the_older_weight_free_segmenter_is_refused_not_mixed(test_settings, scenes_folder):
+    settings = test_settings.replace(segmenter="components")
+    with Index(settings) as index:
+        index.add_folder(scenes_folder)
+        manifest = index.catalog.manifest()
+        del manifest["settings"]["components_revision"]  # as irs wrote it before background regions were dropped
+        index.catalog.set_manifest(manifest)
+    with pytest.raises(ManifestMismatch) as err:
+        Index(settings)
+    message = str(err.value)
+    assert "components_revision: database has None, asked for 2" in message
+    assert "now drops background regions" in message and "new --db" in message
+
+
 def test_opening_with_another_model_is_refused_with_the_difference(index, scenes_folder):
     index.add_folder(scenes_folder, segment=False)
     settings = index.settings
