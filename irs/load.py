@@ -133,27 +133,25 @@ class _Fence:
 
 def check_folder(folder: str, allowed_roots: tuple[str, ...] = ()) -> str | None:
     """Why a folder cannot be indexed (None when it can): missing, not a folder, or outside the allowed roots."""
-    if not folder.strip():
-        return "type a folder path"
-    path = Path(folder).expanduser()
-    if not path.exists():
-        return f"{path}: no such folder"
-    if not path.is_dir():
-        return f"{path}: not a folder"
-    return _outside(path, allowed_roots)
+    return _check_path(folder, allowed_roots, "folder")
 
 
 def check_image_path(path: str, allowed_roots: tuple[str, ...] = ()) -> str | None:
     """Why a file cannot be read as a query image (None when it can): missing, not a file, or outside the
     allowed roots (the app reads only what it may index)."""
-    if not path.strip():
-        return "type an image file's path"
-    file = Path(path).expanduser()
-    if not file.exists():
-        return f"{file}: no such file"
-    if not file.is_file():
-        return f"{file}: not a file"
-    return _outside(file, allowed_roots)
+    return _check_path(path, allowed_roots, "file")
+
+
+def _check_path(text: str, allowed_roots: tuple[str, ...], kind: str) -> str | None:
+    """Why `text` does not name an existing `kind` ("folder" or "file") under the allowed roots, or None."""
+    if not text.strip():
+        return "type a folder path" if kind == "folder" else "type an image file's path"
+    path = Path(text).expanduser()
+    if not path.exists():
+        return f"{path}: no such {kind}"
+    if not (path.is_dir() if kind == "folder" else path.is_file()):
+        return f"{path}: not a {kind}"
+    return _outside(path, allowed_roots)
 
 
 def _outside(path: Path, allowed_roots: tuple[str, ...]) -> str | None:
