@@ -52,6 +52,7 @@ WEIGHTS = [
     ("weight_position", "Position penalty", 0.0, 2.0, 0.05, 1),
     ("weight_relation", "Relation penalty", 0.0, 2.0, 0.05, 1),
     ("weight_negative", "Negative terms", 0.0, 2.0, 0.05, 1),
+    ("weight_all", "Every phrase must match (soft AND)", 0.0, 1.0, 0.05, 2),
 ]
 POOLS = [("image_pool", "Image candidates", 10, 10_000), ("segment_pool", "Segment candidates", 10, 50_000)]
 # what the results can be downloaded as: label, irs.export format, MIME type

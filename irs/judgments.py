@@ -68,6 +68,7 @@ class SearchSettings:
     weight_negative: float
     image_pool: int
     segment_pool: int
+    weight_all: float = 0.0  # after the pools: presets saved before it existed load as plain means
 
     @classmethod
     def of(cls, settings: Settings) -> SearchSettings:

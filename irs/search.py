@@ -5,8 +5,10 @@ For one image with segments S (an image without segments lets its whole image st
 
     phrase score   a(p, s) = sim(p, s) + weight_position * (position_fit(p, s) - 1)
     phrase unit    max over s of a(p, s)
-    relation unit  max over s != t of (a(p1, s) + a(p2, t)) / 2 + weight_relation * (relation_fit(s, t) - 1)
-    objects        the weighted mean of the units (a phrase in a relation counts in the relation only)
+    relation unit  max over s != t of both(a(p1, s), a(p2, t)) + weight_relation * (relation_fit(s, t) - 1)
+    objects        both(the units) (a phrase in a relation counts in the relation only)
+    both(v)        (1 - weight_all) * weighted mean(v) + weight_all * min(v): a soft AND, so that one strong
+                   phrase cannot carry an image where another is missing
     fused          weight_image * image_sim + weight_segment * objects - weight_negative * sum(w * sim(neg, image))
 
 image_sim compares the whole query (always embedded, so unparsed meaning still counts) with the whole
@@ -55,7 +57,14 @@ if TYPE_CHECKING:
 WHOLE_IMAGE = Segment(
     bbox=(0.0, 0.0, 1.0, 1.0), centroid=(0.5, 0.5), area=1.0, mask_rle=b"", mask_shape=(0, 0), index=-1
 )
-WEIGHT_SETTINGS = ("weight_image", "weight_segment", "weight_position", "weight_relation", "weight_negative")
+WEIGHT_SETTINGS = (
+    "weight_image",
+    "weight_segment",
+    "weight_position",
+    "weight_relation",
+    "weight_negative",
+    "weight_all",
+)
 MAX_ROUNDS = 64  # pools grow 4x a round up to the collection's size, so ~log4(size) rounds; this is a guard
 
 
@@ -88,6 +97,16 @@ def weighted_mean(weights: list[float], values: list[float]) -> float:
         w, top = np.ones_like(w), 1.0
     w = w / top
     return float(np.dot(w, values) / w.sum())
+
+
+def soft_and(weights: list[float], values: list[float], weight_all: float) -> float:
+    """(1 - weight_all) * weighted mean + weight_all * min of the values: every value must be high for the
+    result to be. Never falls as any value rises, so bounds made of value bounds stay bounds."""
+    mean = weighted_mean(weights, values)
+    if weight_all <= 0 or len(values) < 2:
+        return mean
+    share = min(weight_all, 1.0)
+    return (1 - share) * mean + share * min(values)
 
 
 def _descending(value: float, sha: str) -> tuple[float, str]:
@@ -182,7 +201,7 @@ def score_image(
     `sims[s, p]` is the similarity of segment s to phrase p (-inf where it is known not to matter);
     `negative` is the weighted sum of the negative terms' similarities to the whole image.
     """
-    w_pos, w_rel = settings.weight_position, settings.weight_relation
+    w_pos, w_rel, w_all = settings.weight_position, settings.weight_relation, min(settings.weight_all, 1.0)
     xs = np.array([s.centroid[0] for s in segments])
     ys = np.array([s.centroid[1] for s in segments])
     boxes = np.array([s.bbox for s in segments]).T  # 4 x S
@@ -206,7 +225,9 @@ def score_image(
             tuple(boxes[:, None, :]),
             (xs[None, :], ys[None, :]),
         )
-        value = (scores[:, rel.subject][:, None] + scores[:, rel.object][None, :]) / 2 + w_rel * (pair_fit - 1)
+        subject, obj = scores[:, rel.subject][:, None], scores[:, rel.object][None, :]
+        both = (1 - w_all) * (subject + obj) / 2 + w_all * np.minimum(subject, obj)  # soft_and of the pair
+        value = both + w_rel * (pair_fit - 1)
         if len(segments) > 1:
             np.fill_diagonal(value, -np.inf)  # a segment cannot stand in a relation with itself
         s_row, t_row = np.unravel_index(int(np.argmax(value)), value.shape)
@@ -214,7 +235,7 @@ def score_image(
         chosen[rel.subject], chosen[rel.object] = (best[1], best[3]), (best[2], best[3])
         unit_scores.append(float(best[0]))
 
-    objects = weighted_mean([_unit_weight(parsed, u) for u in _units(parsed)], unit_scores)
+    objects = soft_and([_unit_weight(parsed, u) for u in _units(parsed)], unit_scores, settings.weight_all)
     fused = settings.weight_image * image_sim + settings.weight_segment * objects - settings.weight_negative * negative
 
     matches = []
@@ -244,9 +265,10 @@ def _upper_bound(parsed: ParsedQuery, unit_bounds: dict[int, float], image_sim: 
             values.append(unit_bounds[i])
         else:
             rel = parsed.relations[i]
-            values.append((unit_bounds[rel.subject] + unit_bounds[rel.object]) / 2)
+            pair = [unit_bounds[rel.subject], unit_bounds[rel.object]]
+            values.append(soft_and([1.0, 1.0], pair, settings.weight_all))
         weights.append(_unit_weight(parsed, unit))
-    objects = weighted_mean(weights, values) if values else image_sim
+    objects = soft_and(weights, values, settings.weight_all) if values else image_sim
     negative_room = settings.weight_negative * sum(n.weight for n in parsed.negatives)  # sim >= -1
     return settings.weight_image * image_sim + settings.weight_segment * objects + negative_room
 

@@ -94,6 +94,7 @@ class Settings:
     weight_position: float = 0.5  # how much a poor position fit costs a phrase (see irs.search)
     weight_relation: float = 0.5  # how much a poor relation fit costs a pair of phrases
     weight_negative: float = 0.5  # how much a "-term" costs
+    weight_all: float = 0.0  # 0..1: how much the weakest phrase counts besides the mean (a soft AND; irs/search.py)
     image_pool: int = 100  # candidates from the image collection (at least k: 0 means k)
     segment_pool: int = 400  # candidates from the segment collection (at least k)
 
@@ -284,6 +285,7 @@ _RULES: dict[str, _Rule] = {
     "weight_position": _WEIGHT,
     "weight_relation": _WEIGHT,
     "weight_negative": _WEIGHT,
+    "weight_all": _range(_read_float, 0, 1),
     "image_pool": _range(_read_int, 0),  # search takes at least k candidates, so 0 means k
     "segment_pool": _range(_read_int, 0),
     "allowed_roots": _Rule(_read_list, _anything, "is not allowed (must be a list of folders, or text with commas)"),

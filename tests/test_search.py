@@ -4,11 +4,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from irs.index import Index
 from irs.models import WeightsError
 from irs.query import Phrase, parse_query
-from irs.search import WHOLE_IMAGE, QueryVectors, embed_query, rank, score_image
+from irs.search import WHOLE_IMAGE, QueryVectors, embed_query, rank, score_image, soft_and
 from irs.segment import make_segmenter
 from irs.synthetic import write_folder
 
@@ -59,6 +61,7 @@ QUERIES = [
 WEIGHTS = [
     {"weight_image": 0.3, "weight_segment": 0.7},
     {"weight_position": 0.8, "weight_relation": 0.9, "weight_negative": 2.0},
+    {"weight_all": 0.7, "weight_relation": 0.5},
 ]
 
 
@@ -85,7 +88,7 @@ def assert_exact_top_k(index: Index, text: str, k: int, settings) -> None:
 
 
 @pytest.mark.parametrize("image_pool,segment_pool", [(100, 400), (0, 0), (1, 1), (2, 3), (0, 5)])
-@pytest.mark.parametrize("weights", WEIGHTS, ids=["image-segment", "position-relation-negative"])
+@pytest.mark.parametrize("weights", WEIGHTS, ids=["image-segment", "position-relation-negative", "soft-and"])
 def test_top_k_equals_brute_force_for_any_pool_size(scenes_index, image_pool, segment_pool, weights):
     """Tiny pools must grow until the top k are exact: the same images with the same scores as scoring
     every image."""
@@ -155,3 +158,20 @@ def test_search_works_where_sam_cannot_be_loaded(test_settings, scenes_folder, t
     with Index.open(settings.db) as fresh:
         results = fresh.search("a red circle", k=2)
     assert len(results) == 2 and all(r.path for r in results)
+
+
+@given(
+    st.lists(st.floats(-1, 1), min_size=1, max_size=6),
+    st.floats(0, 1),
+    st.integers(0, 5),
+    st.floats(0, 0.5),
+)
+def test_soft_and_lies_between_the_weakest_and_the_mean_and_never_falls_as_a_value_rises(values, share, i, rise):
+    weights = [1.0] * len(values)
+    both = soft_and(weights, values, share)
+    mean = float(np.mean(values))
+    assert min(values) - 1e-9 <= both <= mean + 1e-9
+    higher = list(values)
+    higher[i % len(values)] += rise
+    assert soft_and(weights, higher, share) >= both - 1e-9  # so a bound made of value bounds stays a bound
+    assert soft_and(weights, values, 0.0) == pytest.approx(mean)
