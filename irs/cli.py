@@ -109,12 +109,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--failures", type=int, default=0, metavar="N", help="print the N worst queries of each mode")
     p.add_argument("--failures-json", metavar="FILE", help="also write them to FILE (N: 10 unless --failures)")
     defaults = PositionalOptions()
-    p.add_argument("--per-family", type=int, default=defaults.per_family, help="--positional: queries per family")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="--positional: which queries are drawn")
+    p.add_argument(
+        "--per-family",
+        type=int,
+        default=defaults.per_family,
+        metavar="N",
+        help=f"--positional: queries per family (default {defaults.per_family})",
+    )
+    p.add_argument("--seed", type=int, default=defaults.seed, help="--positional: which queries are drawn (default 0)")
     p.add_argument(
         "--max-share",
         type=float,
         default=defaults.max_share,
+        metavar="SHARE",
         help=f"--positional: drop queries relevant to more than this share of images (default {defaults.max_share})",
     )
     p.add_argument("--save-queries", metavar="FILE", help="--positional: also write the queries as JSONL")

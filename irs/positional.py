@@ -132,6 +132,18 @@ class PositionalOptions:
     max_overlap: float = 0.5  # a pair overlapping more than this share of the narrower box along the axis
     max_share: float = 0.1  # a query relevant to more than this share of the images is dropped
 
+    def __post_init__(self) -> None:
+        if self.per_family < 0:
+            raise ValueError(f"per-family must be >= 0, got {self.per_family}")
+        if not 0 < self.max_share <= 1:
+            raise ValueError(f"max-share must be in (0, 1], got {self.max_share}")
+        # a margin of 1/6 would leave no third's middle clear
+        for name, value, top in (("margin", self.margin, 1 / 6), ("min_area", self.min_area, 1.0)):
+            if not 0 <= value < top:
+                raise ValueError(f"{name} must be in [0, {top:.3g}), got {value}")
+        if not 0 <= self.max_overlap <= 1:
+            raise ValueError(f"max_overlap must be in [0, 1], got {self.max_overlap}")
+
 
 @dataclass
 class PositionalReport:
@@ -235,8 +247,8 @@ def load_instances(path: str | Path) -> InstanceFile:
 def noun(name: str) -> str:
     """A category name as a query says it: "sports_ball" -> "sports ball", "bow_(weapon)" -> "bow",
     "Cabinet/shelf" -> "cabinet"."""
-    name = re.sub(r"\([^)]*\)", " ", name.replace("_", " ")).split("/")[0]
-    return " ".join(name.lower().split())
+    cleaned = re.sub(r"\([^)]*\)", " ", name.replace("_", " ")).split("/")[0]
+    return " ".join(cleaned.lower().split()) or " ".join(name.lower().split())  # "(x)" stays itself
 
 
 def with_article(name: str) -> str:
@@ -420,7 +432,8 @@ class Statement:
             want.append(Phrase(with_article(self.b)))
         relations = (Relation(0, self.where, 1),) if self.family == "relation" else ()
         got = [Phrase(_words(p.text), p.position, p.weight) for p in parsed.phrases]
-        return got == [Phrase(_words(p.text), p.position) for p in want] and parsed.relations == relations
+        expected = [Phrase(_words(p.text), p.position) for p in want]
+        return got == expected and parsed.relations == relations and not parsed.negatives
 
     def judge(
         self, image: AnnotatedImage, found: dict[str, list[Evidence]], options: PositionalOptions

@@ -14,6 +14,7 @@ from irs.evaluate import (
     EvalQuery,
     Explainer,
     Explanation,
+    Failure,
     PhraseFits,
     QueryOutcome,
     SegmentFit,
@@ -304,6 +305,16 @@ def test_the_explainer_scores_as_the_search_does(index, scenes_folder):
                 assert len(explained.phrases) == len(result.parsed.phrases)
                 assert all(len(p.best) == min(3, len(index.segments_of(result.sha256))) for p in explained.phrases)
     assert explain("?!", result.sha256) is None  # nothing to search for
+
+    # the README's example runs as written
+    readme = (REPO / "README.md").read_text().split("\n### Which queries failed, and why\n", 1)[1]
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    queries = [EvalQuery("a red circle", {"scene_00001.png"}), EvalQuery("a blue star", {"scene_00002.png"})]
+    printed = []
+    scope = {"index": index, "s": index.settings, "queries": queries, "print": printed.append}
+    exec(example, scope)
+    assert len(scope["rows"]) <= 2 and all(isinstance(row, Failure) for row in scope["rows"])
+    assert printed == [format_failures(scope["rows"], 2)]
 
 
 # ---- end to end on the demo profile ------------------------------------------------------------------

@@ -4,6 +4,7 @@ cases, the dropping rules, properties of every generated query, malformed files,
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -227,9 +228,20 @@ def test_generation_is_deterministic_and_the_seed_chooses(tmp_path):
     assert report.images == 2 and all(q.relevant | q.ignored <= only for q in restricted)
 
 
+def test_options_out_of_range_are_refused():
+    for bad, message in (
+        ({"max_share": 0}, "max-share must be in (0, 1], got 0"),
+        ({"per_family": -1}, "per-family must be >= 0"),
+        ({"margin": 0.2}, "margin must be in [0, 0.167)"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            PositionalOptions(**bad)
+
+
 def test_names_and_articles():
     assert noun("sports_ball") == "sports ball" and noun("bow_(weapon)") == "bow"
     assert noun("Cabinet/shelf") == "cabinet" and noun("  Traffic   Light ") == "traffic light"
+    assert noun("(unnamed)") == "(unnamed)"  # nothing left once cleaned: kept as it is
     assert with_article("dog") == "a dog" and with_article("umbrella") == "an umbrella"
     assert with_article("skis") == "skis" and with_article("bus") == "a bus" and with_article("glass") == "a glass"
 
