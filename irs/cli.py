@@ -18,13 +18,22 @@ from typing import Any, TypeVar
 
 from irs.catalog import damaged_message
 from irs.evaluate import (
+    METRIC_KEYS,
     MODES,
+    EvalQuery,
+    Explainer,
+    Failure,
+    WorstQueries,
     anchor,
     drop_ambiguous,
+    find_failures,
+    format_failures,
     format_table,
     load_coco_captions,
     load_jsonl,
     load_karpathy,
+    locate,
+    query_json,
     score_queries,
 )
 from irs.export import export_format, write_export
@@ -32,6 +41,7 @@ from irs.index import Index, IndexReport, Progress
 from irs.load import LoadError
 from irs.locks import DatabaseBusy
 from irs.models import WeightsError
+from irs.positional import InstanceFile, PositionalOptions, load_instances, positional_queries
 from irs.query import parse_query
 from irs.settings import PROFILES, SettingsError, load_settings
 from irs.store import ManifestMismatch, StoreError
@@ -80,14 +90,41 @@ def _parser() -> argparse.ArgumentParser:
     p = command("check", "compare the catalog (SQLite) with the vectors (Chroma), id by id")
     p.add_argument("--repair", action="store_true", help="delete stray vectors, re-embed missing ones")
 
-    p = command("eval", "score text->image retrieval on labelled queries (COCO, Flickr30k, JSONL)")
-    p.add_argument("queries", help="captions_val2017.json, dataset_coco.json / dataset_flickr30k.json, or .jsonl")
+    p = command("eval", "score text->image retrieval on labelled queries (COCO, Flickr30k, JSONL, boxes)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "queries", nargs="?", help="captions_val2017.json, dataset_coco.json / dataset_flickr30k.json, or .jsonl"
+    )
+    source.add_argument(
+        "--positional",
+        metavar="INSTANCES",
+        help="generate positional queries from a COCO-format instance file (COCO, LVIS, Objects365, CVAT)",
+    )
     p.add_argument("--format", choices=["jsonl", "coco", "karpathy"], help="default: from the file name")
     p.add_argument("--split", default="test", help="Karpathy split (default test)")
     p.add_argument("--folder", help="index this image folder first (resumable)")
     p.add_argument("--modes", default="whole_image,segments_positions", help="comma-separated: " + ",".join(MODES))
     p.add_argument("--depth", type=int, default=100, help="results per query for mAP (default 100)")
     p.add_argument("--json", dest="json_out", help="also write the metrics to this file")
+    p.add_argument("--failures", type=int, default=0, metavar="N", help="print the N worst queries of each mode")
+    p.add_argument("--failures-json", metavar="FILE", help="also write them to FILE (N: 10 unless --failures)")
+    defaults = PositionalOptions()
+    p.add_argument(
+        "--per-family",
+        type=int,
+        default=defaults.per_family,
+        metavar="N",
+        help=f"--positional: queries per family (default {defaults.per_family})",
+    )
+    p.add_argument("--seed", type=int, default=defaults.seed, help="--positional: which queries are drawn (default 0)")
+    p.add_argument(
+        "--max-share",
+        type=float,
+        default=defaults.max_share,
+        metavar="SHARE",
+        help=f"--positional: drop queries relevant to more than this share of images (default {defaults.max_share})",
+    )
+    p.add_argument("--save-queries", metavar="FILE", help="--positional: also write the queries as JSONL")
 
     p = command("sample", "write a folder of synthetic scenes")
     p.add_argument("folder")
@@ -225,18 +262,19 @@ def _search(index: Index, args: argparse.Namespace) -> int:
 
 
 def _eval(index: Index, args: argparse.Namespace) -> int:
-    fmt = args.format or (
-        "jsonl" if args.queries.endswith(".jsonl") else "karpathy" if "dataset_" in args.queries else "coco"
-    )
-    loader = {
-        "jsonl": load_jsonl,
-        "coco": load_coco_captions,
-        "karpathy": lambda path: load_karpathy(path, args.split),
-    }[fmt]
-    queries = loader(args.queries)
+    modes = args.modes.split(",")
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
+    # a file irs cannot read is refused before any indexing
+    instances = load_instances(args.positional) if args.positional else None
+    queries = [] if instances else _query_file(args)
     if args.folder:
         _index(index, argparse.Namespace(folder=args.folder, no_segments=False, quiet=False))
-    loaded, indexed = len(queries), index.indexed_paths()
+    indexed = index.indexed_paths()
+    if instances:
+        queries = _positional(instances, indexed, args)
+    loaded = len(queries)
     if args.folder:  # the file's names are relative to the folder it names
         queries = anchor(queries, args.folder, indexed)
     queries, ambiguous = drop_ambiguous(queries, indexed)
@@ -248,22 +286,73 @@ def _eval(index: Index, args: argparse.Namespace) -> int:
             "with nothing relevant were skipped",
             file=sys.stderr,
         )
-    out = {}
-    for mode in args.modes.split(","):
-        if mode not in MODES:
-            raise SystemExit(f"irs: unknown mode {mode!r}; one of {', '.join(MODES)}")
+    count = args.failures or (10 if args.failures_json else 0)
+    out: dict[str, dict] = {}
+    failures: list[tuple[str, list[Failure]]] = []
+    for mode in modes:
         settings = index.settings.replace(**MODES[mode])
-        metrics = score_queries(lambda text, k, s=settings: index.search(text, k, settings=s), queries, args.depth)
-        out[mode] = metrics
-        print(
-            format_table(
-                f"{len(queries)} queries, mode {mode}", metrics, ("r1", "r5", "r10", "map", "ndcg10", "loc_acc")
-            )
+        worst = WorstQueries(count, args.depth)
+        metrics = score_queries(
+            lambda text, k, s=settings: index.search(text, k, settings=s), queries, args.depth, on_query=worst
         )
+        out[mode] = metrics
+        print(format_table(f"{len(queries)} queries, mode {mode}", metrics, METRIC_KEYS))
+        if count:
+            explain = Explainer(index.store, index.embedder, settings)
+            failures.append(
+                (mode, find_failures(worst.worst(), mode, explain, indexed, index.relative_path, args.depth))
+            )
+    for mode, found in failures:  # after every table
+        text = format_failures(found, len(queries)) or f"mode {mode}: no failures, every query's AP is 1"
+        print("\n" + _shown_lines(text))
     if args.json_out:
         with open(args.json_out, "w") as handle:
             json.dump(out, handle, indent=2)
+    if args.failures_json:
+        with open(args.failures_json, "w") as handle:
+            json.dump([f.to_json() for _, found in failures for f in found], handle, indent=2)
     return 0
+
+
+def _query_file(args: argparse.Namespace) -> list[EvalQuery]:
+    fmt = args.format or (
+        "jsonl" if args.queries.endswith(".jsonl") else "karpathy" if "dataset_" in args.queries else "coco"
+    )
+    loader = {
+        "jsonl": load_jsonl,
+        "coco": load_coco_captions,
+        "karpathy": lambda path: load_karpathy(path, args.split),
+    }[fmt]
+    return loader(args.queries)
+
+
+def _positional(instances: InstanceFile, indexed: dict[str, str], args: argparse.Namespace) -> list[EvalQuery]:
+    """Queries generated from an instance file over its images that are indexed (looked up as `irs eval` looks
+    up relevant names), with what was generated and set aside printed first."""
+    located = locate((image.file_name for image in instances.images), indexed, args.folder)
+    if not located.found:
+        raise ValueError(
+            f"none of the {len(instances.images)} images of {args.positional} is indexed"
+            + ("" if args.folder else " (give --folder IMAGES to index them)")
+        )
+    if located.missing or located.ambiguous:
+        print(
+            f"irs: {len(located.missing)} images of {args.positional} are not indexed and "
+            f"{len(located.ambiguous)} name several indexed images; both are left out",
+            file=sys.stderr,
+        )
+    options = PositionalOptions(per_family=args.per_family, seed=args.seed, max_share=args.max_share)
+    queries, report = positional_queries(instances, options, located.found)
+    print(report.describe(options))
+    if args.save_queries:
+        with open(args.save_queries, "w") as handle:
+            handle.writelines(json.dumps(query_json(q)) + "\n" for q in queries)
+    return queries
+
+
+def _shown_lines(text: str) -> str:
+    """Text whose lines may hold file names, each line printable (see _shown)."""
+    return "\n".join(_shown(line) for line in text.split("\n"))
 
 
 def main(argv: list[str] | None = None) -> int:
