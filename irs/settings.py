@@ -371,7 +371,7 @@ def write_config(settings: Settings) -> None:
         "# Written when this database was created. Index settings must stay as they are.",
         f"profile = {_toml(settings.profile)}",
     ]
-    lines += [f"{k} = {_toml(v)}" for k, v in settings.index_fingerprint().items()]
+    lines += [f"{k} = {_toml(getattr(settings, k))}" for k in INDEX_FIELDS]  # settings only, not derived values
     # written aside and linked into place: a process opening the database at the same moment
     # sees the whole file or none
     part = path.with_name(f".irs.toml.{os.getpid()}.{threading.get_ident()}")

@@ -5,6 +5,7 @@ import pytest
 from chromadb.api.client import SharedSystemClient
 
 from irs.index import Index
+from irs.settings import load_settings
 from irs.store import DatabaseMissing, ManifestMismatch, StoreError
 from irs.vectors import segment_id
 
@@ -114,3 +115,12 @@ def test_search_never_creates_a_database(tmp_path, test_settings):
     with pytest.raises(DatabaseMissing, match="no irs database at"):
         Index(settings, create=False)
     assert not (tmp_path / "nothing-here").exists()
+
+
+def test_a_weight_free_database_reopens_from_its_own_irs_toml(tmp_path, scenes_folder):
+    db = tmp_path / "db"
+    with Index(load_settings({"profile": "demo", "db": str(db)}, environ={})) as index:
+        index.add_folder(scenes_folder)
+    # reopened as the CLI and the app do: only the folder given, everything else from db/irs.toml
+    with Index(load_settings({"db": str(db)}, environ={})) as again:
+        assert again.settings.segmenter == "components" and again.image_count() == 8
