@@ -21,7 +21,6 @@ from irs.evaluate import (
     METRIC_KEYS,
     MODES,
     EvalQuery,
-    Explainer,
     Failure,
     WorstQueries,
     anchor,
@@ -298,7 +297,7 @@ def _eval(index: Index, args: argparse.Namespace) -> int:
         out[mode] = metrics
         print(format_table(f"{len(queries)} queries, mode {mode}", metrics, METRIC_KEYS))
         if count:
-            explain = Explainer(index.store, index.embedder, settings)
+            explain = index.explainer(settings)
             failures.append(
                 (mode, find_failures(worst.worst(), mode, explain, indexed, index.relative_path, args.depth))
             )

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from irs.embed import Embedder
+from irs.evaluate import Explainer
 from irs.load import LoadError, check_folder, decode_image, discover, load_image, printable, relative_path
 from irs.locks import FileLock, writer_lock
 from irs.pipeline import TimeLimitExceeded, Writer, call_with_time_limit, prefetch
@@ -522,6 +523,10 @@ class Index:
         parsed = ParsedQuery(parsed.text, (Phrase(parsed.text),), (), parsed.negatives)
         whole_only = settings.replace(weight_image=1.0, weight_segment=0.0)
         return rank(self.store, parsed, QueryVectors(vector, [vector], negatives or []), k, whole_only)
+
+    def explainer(self, settings: Settings | None = None) -> Explainer:
+        """How any indexed image scores for a query (for the failure report: relevant images ranked low)."""
+        return Explainer(self.store, self.embedder, settings or self.settings)
 
     def image_size(self, sha256: str) -> tuple[int, int] | None:
         """An indexed image's original (width, height), or None when it is not known."""
