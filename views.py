@@ -243,7 +243,7 @@ def _details_dialog(idx: Index, result: SearchResult, fill: bool, outline: bool,
         f"**{html.escape(idx.relative_path(result.path))}**  \nscore {result.score:.3f} · "
         f"{confidence_text(result.confidence)}"
     )
-    facts.caption(f"{result.path} · {image_size_text(idx, result.sha256)}")
+    facts.caption(f"{result.path} · {_size_text(idx, result.sha256)}")
     for i, match in enumerate(result.matches):
         where = "whole image" if match.segment is None else "box " + ", ".join(f"{v:.2f}" for v in match.segment.bbox)
         facts.markdown(
@@ -270,7 +270,7 @@ def _details_dialog(idx: Index, result: SearchResult, fill: bool, outline: bool,
     )
 
 
-def image_size_text(idx: Index, sha256: str) -> str:
+def _size_text(idx: Index, sha256: str) -> str:
     """`1920 × 1080 px`, or nothing when the size is not known."""
     size = idx.image_size(sha256)
     return f"{size[0]} × {size[1]} px" if size else ""
