@@ -8,6 +8,7 @@ segment_dedup_iou, max_segments, mask_max_side), on three sets of synthetic scen
     spatial   the spatial benchmark's gallery (seed 2026, 1,000 scenes); looked at while the filter was made
     unseen    seed 5151, 1,000 scenes: never looked at while the filter's tests and thresholds were chosen
     sample    the demo sample, `python -m irs sample sample --count 48 --seed 1`
+    varied    the new spatial benchmark's gallery (varied scenes, seed 4242): made after the filter, never tuned on
 
     python bench/segmenter.py                      # ~6 minutes on 2 cores
     python bench/segmenter.py --scenes 200         # quicker, not the reported numbers
@@ -31,10 +32,11 @@ from report import machine, write_json  # noqa: E402
 from irs.benchmark import object_recall  # noqa: E402
 from irs.segment import ComponentsSegmenter, segment_image  # noqa: E402
 from irs.settings import Settings, load_settings  # noqa: E402
-from irs.synthetic import Scene, make_scenes  # noqa: E402
+from irs.synthetic import Scene, make_scenes, make_varied_scenes  # noqa: E402
 
 SPATIAL_SEED = 2026  # bench/spatial.py's gallery
 UNSEEN_SEED = 5151  # chosen before the filter was tuned and not looked at until this benchmark ran
+VARIED_SEED = 4242  # bench/spatial.py's new benchmark
 SAMPLE_SEED, SAMPLE_COUNT = 1, 48  # `python -m irs sample sample --count 48 --seed 1`
 
 
@@ -68,6 +70,7 @@ def main() -> int:
         "spatial": (SPATIAL_SEED, args.scenes, "the spatial benchmark's gallery (looked at while tuning)"),
         "unseen": (UNSEEN_SEED, args.scenes, "a seed never looked at while tuning"),
         "sample": (SAMPLE_SEED, SAMPLE_COUNT, "the demo sample (irs sample --count 48 --seed 1)"),
+        "varied": (VARIED_SEED, args.scenes, "the new benchmark's varied scenes, never tuned on"),
     }
     print(machine())
     print(
@@ -76,7 +79,8 @@ def main() -> int:
     )
     results: dict[str, dict] = {}
     for name, (seed, count, about) in sets.items():
-        scenes = make_scenes(count, seed)  # 256 px, as bench/spatial.py and `irs sample` write them
+        # as bench/spatial.py and `irs sample` write them: 256-px grid scenes, or varied ones
+        scenes = make_varied_scenes(count, seed) if name == "varied" else make_scenes(count, seed)
         objects = sum(len(s.objects) for s in scenes)
         results[name] = {"seed": seed, "scenes": count, "objects": objects, "about": about}
         for label, flag in (("filter off", False), ("filter on", True)):
