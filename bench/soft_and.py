@@ -47,6 +47,7 @@ def main() -> int:
                 {f"scene_{i:05d}.png" for i in q.relevant},
                 {f"scene_{i:05d}.png": boxes for i, boxes in q.relevant.items()},
                 q.family,
+                {f"scene_{i:05d}.png" for i in q.ignored},
             )
             for q in benchmark_queries(scenes, args.per_family, seed + 1, 0.05, TRAINING, cells=style == "grid")
         ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -238,14 +238,16 @@ class BenchmarkQuery:
     family: str
     text: str
     relevant: dict[int, list[Box]]  # scene index -> boxes of the first object's possible matches
+    ignored: set[int] = field(default_factory=set)  # scenes too close to call: neither relevant nor a miss
 
 
 def _answers(
     scenes: list[Scene], family: str, a: SceneObject, b: SceneObject | None, fact: str, cells: bool
-) -> dict[int, list[Box]] | None:
-    """Per scene that answers the query, the boxes of the objects that can stand for `a` in it; None when
-    some scene can be told neither way (a place or relation too close to call)."""
+) -> tuple[dict[int, list[Box]], set[int]]:
+    """Per scene that answers the query, the boxes of the objects that can stand for `a` in it; and the
+    scenes that can be told neither way (a place or relation too close to call), to leave out of scoring."""
     relevant: dict[int, list[Box]] = {}
+    ignored: set[int] = set()
     for scene in scenes:
         boxes, unsure = [], False
         for x in scene.objects:
@@ -267,8 +269,8 @@ def _answers(
         if boxes:
             relevant[scene.index] = boxes
         elif unsure:
-            return None
-    return relevant
+            ignored.add(scene.index)
+    return relevant, ignored
 
 
 def benchmark_queries(
@@ -280,8 +282,9 @@ def benchmark_queries(
     cells: bool = True,
 ) -> list[BenchmarkQuery]:
     """`per_family` distinct queries per family, each drawn from a scene (so at least one answer), worded
-    by `phrasing`, and kept only if at most `max_relevant` of the gallery answers it and no scene is too
-    close to call. `cells`: ground truth from grid cells (grid scenes) or from centroids (varied scenes)."""
+    by `phrasing`, and kept only if at most `max_relevant` of the gallery answers it; scenes too close to call
+    are the query's `ignored` ones. `cells`: ground truth from grid cells (grid scenes) or from centroids
+    (varied scenes)."""
     rng = np.random.default_rng(seed)
     limit = max(1, int(max_relevant * len(scenes)))
     queries: list[BenchmarkQuery] = []
@@ -320,10 +323,10 @@ def benchmark_queries(
                     text = _pick(phrasing.two_objects, rng).format(a=a.a_name, b=b.a_name)
             if text in seen:
                 continue
-            relevant = _answers(scenes, family, a, b, fact, cells)
-            if relevant is not None and scene.index in relevant and len(relevant) <= limit:
+            relevant, ignored = _answers(scenes, family, a, b, fact, cells)
+            if scene.index in relevant and len(relevant) <= limit:
                 seen.add(text)
-                queries.append(BenchmarkQuery(family, text, relevant))
+                queries.append(BenchmarkQuery(family, text, relevant, ignored))
     return queries
 
 
@@ -387,6 +390,7 @@ def spatial_benchmark(
             {f"scene_{i:05d}.png" for i in q.relevant},
             {f"scene_{i:05d}.png": boxes for i, boxes in q.relevant.items()},
             q.family,
+            {f"scene_{i:05d}.png" for i in q.ignored},
         )
         for q in benchmark_queries(scenes, per_family, seed + 1, max_relevant, phrasing, cells)
     ]
