@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from report import write_json  # noqa: E402
 
 from irs.benchmark import FAMILIES, TRAINING, benchmark_queries  # noqa: E402
-from irs.evaluate import EvalQuery, score_queries  # noqa: E402
+from irs.evaluate import score_queries  # noqa: E402
 from irs.index import Index  # noqa: E402
 from irs.settings import load_settings  # noqa: E402
 from irs.synthetic import write_folder  # noqa: E402
@@ -41,16 +41,8 @@ def main() -> int:
         work = Path(args.work) / style
         shutil.rmtree(work, ignore_errors=True)
         scenes = write_folder(work / "gallery", args.gallery, seed, style=style)
-        queries = [
-            EvalQuery(
-                q.text,
-                {f"scene_{i:05d}.png" for i in q.relevant},
-                {f"scene_{i:05d}.png": boxes for i, boxes in q.relevant.items()},
-                q.family,
-                {f"scene_{i:05d}.png" for i in q.ignored},
-            )
-            for q in benchmark_queries(scenes, args.per_family, seed + 1, 0.05, TRAINING, cells=style == "grid")
-        ]
+        cells = style == "grid"
+        queries = [q.to_eval() for q in benchmark_queries(scenes, args.per_family, seed + 1, 0.05, TRAINING, cells)]
         settings = load_settings(
             {"profile": "demo", "db": str(work / "db"), "work_max_side": 640, "device": "cpu"}, environ={}
         )

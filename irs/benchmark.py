@@ -240,6 +240,20 @@ class BenchmarkQuery:
     relevant: dict[int, list[Box]]  # scene index -> boxes of the first object's possible matches
     ignored: set[int] = field(default_factory=set)  # scenes too close to call: neither relevant nor a miss
 
+    def to_eval(self) -> EvalQuery:
+        """The query as `irs eval` scores it: scenes named by their files (`scene_00012.png`)."""
+
+        def name(i: int) -> str:
+            return f"scene_{i:05d}.png"
+
+        return EvalQuery(
+            self.text,
+            {name(i) for i in self.relevant},
+            {name(i): boxes for i, boxes in self.relevant.items()},
+            self.family,
+            {name(i) for i in self.ignored},
+        )
+
 
 def _answers(
     scenes: list[Scene], family: str, a: SceneObject, b: SceneObject | None, fact: str, cells: bool
@@ -384,16 +398,7 @@ def spatial_benchmark(
     started = time.monotonic()
     scenes = write_folder(gallery, gallery_size, seed, side, style=style)
     cells = style == "grid"
-    queries = [
-        EvalQuery(
-            q.text,
-            {f"scene_{i:05d}.png" for i in q.relevant},
-            {f"scene_{i:05d}.png": boxes for i, boxes in q.relevant.items()},
-            q.family,
-            {f"scene_{i:05d}.png" for i in q.ignored},
-        )
-        for q in benchmark_queries(scenes, per_family, seed + 1, max_relevant, phrasing, cells)
-    ]
+    queries = [q.to_eval() for q in benchmark_queries(scenes, per_family, seed + 1, max_relevant, phrasing, cells)]
     log(
         f"gallery: {len(scenes)} {style} scenes (seed {seed}), {len(queries)} queries in {phrasing.name} "
         f"wording, {time.monotonic() - started:.0f}s"
