@@ -158,10 +158,11 @@ def judging(idx: Index, store: Judgments, annotator: str, k: int) -> None:
     if not items:
         st.info("Type a query to judge its results.")
         return
+    verdicts = {q: store.verdicts(q) for q in {i.query for i in items}}  # one read per query, not per item
     pooled = st.session_state["queue_label"] != CURRENT
     if pooled:
         info, update, back = st.columns([4, 1, 1], vertical_alignment="center")
-        unjudged = sum(i.result.sha256 not in store.verdicts(i.query) for i in items)
+        unjudged = sum(i.result.sha256 not in verdicts[i.query] for i in items)
         info.info(f"Judging the comparison's pooled results: {unjudged} of {len(items)} images still unjudged.")
         # judgments rerun only this view: these redraw the whole page, the comparison's counts included
         if update.button("Update the comparison", key="update", width="stretch"):
@@ -171,7 +172,6 @@ def judging(idx: Index, store: Judgments, annotator: str, k: int) -> None:
             st.rerun()
     pos = st.session_state["pos"]
     item = items[pos]
-    verdicts = {q: store.verdicts(q) for q in {i.query for i in items}}
     verdict = verdicts[item.query].get(item.result.sha256)
     own = store.get(item.query, item.result.sha256, annotator) if annotator else None
 
@@ -299,8 +299,9 @@ else:
     st.caption("No judgments yet.")
 
 left, right = st.columns(2)
-left.download_button("Export CSV", store.export_csv(), "judgments.csv", "text/csv")
-right.download_button("Export JSONL", store.export_jsonl(), "judgments.jsonl", "application/jsonl")
+# made only when clicked, not on every rerun of the page
+left.download_button("Export CSV", store.export_csv, "judgments.csv", "text/csv", on_click="ignore")
+right.download_button("Export JSONL", store.export_jsonl, "judgments.jsonl", "application/jsonl", on_click="ignore")
 upload = st.file_uploader("Import judgments (CSV or JSONL as exported)", type=["csv", "jsonl"])
 if upload is not None and st.session_state.get("imported") != upload.file_id:
     try:
