@@ -146,6 +146,7 @@ class Scored:
     fused: float
     parts: dict[str, float]
     matches: list[Match]
+    separated: bool = False  # free phrases first picked one object and were then kept apart
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,8 @@ def score_image(
 
     chosen: dict[int, tuple[int, float]] = {}  # phrase -> (segment row, relation fit or NaN)
     unit_scores = []
-    for kind, i in _units(parsed):
+    units = _units(parsed)
+    for kind, i in units:
         if kind == "phrase":
             row = int(np.argmax(scores[:, i]))
             chosen[i] = (row, float("nan"))
@@ -235,7 +237,15 @@ def score_image(
         chosen[rel.subject], chosen[rel.object] = (best[1], best[3]), (best[2], best[3])
         unit_scores.append(float(best[0]))
 
-    objects = soft_and([_unit_weight(parsed, u) for u in _units(parsed)], unit_scores, settings.weight_all)
+    weights = [_unit_weight(parsed, u) for u in units]
+    free = [n for n, (kind, _) in enumerate(units) if kind == "phrase"]
+    separated = _clash([chosen[units[n][1]][0] for n in free], boxes)
+    if separated:
+        rows = _separate_rows(scores, [units[n][1] for n in free], boxes, free, weights, unit_scores, w_all)
+        for n, row in zip(free, rows):
+            chosen[units[n][1]] = (row, float("nan"))
+            unit_scores[n] = float(scores[row, units[n][1]])
+    objects = soft_and(weights, unit_scores, settings.weight_all)
     fused = settings.weight_image * image_sim + settings.weight_segment * objects - settings.weight_negative * negative
 
     matches = []
@@ -253,7 +263,68 @@ def score_image(
         parts["relation"] = float(np.mean([m.parts["relation"] for m in matches if "relation" in m.parts]))
     if parsed.negatives:
         parts["negative"] = negative
-    return Scored(fused, parts, matches)
+    return Scored(fused, parts, matches, separated)
+
+
+SAME_OBJECT_IOU = 0.5  # two segments whose boxes overlap this much are one object seen twice (SAM's nested masks)
+MAX_COMBINATIONS = 4096  # segment choices tried when phrases compete for one object
+
+
+def _overlaps(boxes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For segment rows of shape (..., n): an (..., n, n) matrix, True where two are one object (the same row,
+    or boxes with IoU above SAME_OBJECT_IOU). `boxes` is 4 x S."""
+    x0, y0, x1, y1 = (boxes[k][rows] for k in range(4))
+
+    def pairwise(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:  # overlap along one axis, every pair
+        return np.clip(
+            np.minimum(hi[..., :, None], hi[..., None, :]) - np.maximum(lo[..., :, None], lo[..., None, :]), 0, None
+        )
+
+    iw, ih = pairwise(x0, x1), pairwise(y0, y1)
+    inter = iw * ih
+    area = (x1 - x0) * (y1 - y0)
+    union = area[..., :, None] + area[..., None, :] - inter
+    same = rows[..., :, None] == rows[..., None, :]
+    return same | (inter > SAME_OBJECT_IOU * np.maximum(union, 1e-12))
+
+
+def _clash(rows: list[int], boxes: np.ndarray) -> bool:
+    """Whether two of the phrases picked the same object."""
+    if len(rows) < 2:
+        return False
+    over = _overlaps(boxes, np.array(rows))
+    np.fill_diagonal(over, False)
+    return bool(over.any())
+
+
+def _separate_rows(
+    scores: np.ndarray,
+    phrases: list[int],
+    boxes: np.ndarray,
+    slots: list[int],
+    weights: list[float],
+    unit_scores: list[float],
+    w_all: float,
+) -> list[int]:
+    """A segment row for each free phrase, no two on one object, that maximises the query's soft AND
+    ("a red circle with a blue square" asks for two objects: one segment must not stand for both). Each
+    phrase chooses among its best few segments; when no choice keeps them apart (an image with one segment,
+    or none found), the phrases keep their own best segments."""
+    per = max(2, int(MAX_COMBINATIONS ** (1 / len(phrases))))
+    options = [np.argsort(-scores[:, p], kind="stable")[:per] for p in phrases]
+    combos = np.stack(np.meshgrid(*options, indexing="ij"), axis=-1).reshape(-1, len(phrases))  # C x P
+    over = _overlaps(boxes, combos)  # C x P x P
+    over[:, np.arange(len(phrases)), np.arange(len(phrases))] = False
+    apart = ~over.any(axis=(1, 2)) & np.isfinite(scores[combos, phrases]).all(axis=1)
+    if not apart.any():
+        return [int(o[0]) for o in options]
+    values = np.tile(np.asarray(unit_scores, np.float64), (len(combos), 1))  # C x units
+    values[:, slots] = scores[combos, phrases]
+    w = np.asarray(weights, np.float64)
+    w = w / w.max() if np.all(np.isfinite(w)) and np.all(w >= 0) and w.max() > 0 else np.ones_like(w)
+    objective = (1 - w_all) * (values @ w) / w.sum() + w_all * values.min(axis=1)  # soft_and, row by row
+    objective[~apart] = -np.inf
+    return [int(r) for r in combos[int(np.argmax(objective))]]
 
 
 def _upper_bound(parsed: ParsedQuery, unit_bounds: dict[int, float], image_sim: float, settings: Settings) -> float:
@@ -430,7 +501,9 @@ def _score_from_hits(
     for i, hits in enumerate(cand.hits):
         for seg, sim in hits:
             sims[row[id(seg)], i] = sim
-    return score_image(parsed, segments, sims, cand.image_sim, 0.0, settings)
+    scored = score_image(parsed, segments, sims, cand.image_sim, 0.0, settings)
+    # phrases that competed for one object chose among runner-ups, which may lie outside the pools
+    return None if scored.separated else scored
 
 
 def _refine(

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from irs.index import Index
 from irs.models import WeightsError
 from irs.query import Phrase, parse_query
+from irs.records import Segment
 from irs.search import WHOLE_IMAGE, QueryVectors, embed_query, rank, score_image, soft_and
 from irs.segment import make_segmenter
 from irs.synthetic import write_folder
@@ -52,6 +53,7 @@ QUERIES = [
     "a red circle left of a blue square",  # relation
     "a green star above a yellow triangle",
     "a red circle and a green star",  # two objects
+    "a red circle with a green star plus a blue square",  # three objects, each on its own segment
     "a cat and a dog in the top right",
     "circle -red",  # negatives
     "a circle -2:red +3:star",
@@ -108,6 +110,33 @@ def test_top_k_exact_with_images_indexed_without_segments(scenes_index, tmp_path
     scenes_index.add_folder(tmp_path / "unsegmented", segment=False)
     settings = scenes_index.settings.replace(image_pool=1, segment_pool=1, weight_image=0.3, weight_segment=0.7)
     assert_exact_top_k(scenes_index, "a red circle", 1, settings)
+
+
+def _segment(box: tuple[float, float, float, float]) -> Segment:
+    x0, y0, x1, y1 = box
+    return Segment(box, ((x0 + x1) / 2, (y0 + y1) / 2), (x1 - x0) * (y1 - y0), b"", (0, 0))
+
+
+def test_two_phrases_never_share_one_object(test_settings):
+    """ "a red circle with a blue square" asks for two objects: an image whose one red circle is also the
+    closest thing to a blue square must not be scored as if it held both."""
+    parsed = parse_query("a red circle with a blue square")
+    circle, circle_again, grass = (
+        _segment((0.1, 0.1, 0.3, 0.3)),
+        _segment((0.11, 0.1, 0.3, 0.31)),  # SAM's second mask of the same circle
+        _segment((0.0, 0.5, 1.0, 1.0)),
+    )
+    sims = np.array([[0.9, 0.8], [0.88, 0.79], [0.1, 0.3]])  # rows: segments; columns: the two phrases
+    scored = score_image(parsed, [circle, circle_again, grass], sims, 0.0, 0.0, test_settings)
+    assert [m.segment for m in scored.matches] == [circle, grass]
+    objects = test_settings.replace(weight_image=0.0, weight_segment=1.0, weight_all=0.0)
+    assert score_image(parsed, [circle, circle_again, grass], sims, 0.0, 0.0, objects).fused == pytest.approx(0.6)
+    # with the soft AND the weaker phrase counts more, and the choice still keeps the objects apart
+    strict = objects.replace(weight_all=1.0)
+    assert score_image(parsed, [circle, circle_again, grass], sims, 0.0, 0.0, strict).fused == pytest.approx(0.3)
+    # an image with one segment (nothing else was found) lets it stand for both
+    alone = score_image(parsed, [circle], sims[:1], 0.0, 0.0, objects)
+    assert [m.segment for m in alone.matches] == [circle, circle] and alone.fused == pytest.approx(0.85)
 
 
 def test_rank_and_search_agree(scenes_index):
