@@ -211,7 +211,8 @@ def training_caption(scene: Scene, rng: np.random.Generator, cells: bool = True)
     asks: it is a fair CLIP, not one that never saw a position or a relation."""
     objs = scene.objects
     kind = rng.integers(5)
-    a = objs[rng.integers(len(objs))]
+    first = int(rng.integers(len(objs)))
+    a = objs[first]
     places = places_of(a, cells)
     if kind == 0:
         return scene.caption
@@ -220,7 +221,7 @@ def training_caption(scene: Scene, rng: np.random.Generator, cells: bool = True)
     if kind == 2 and places:
         return f"{phrase(a, rng)} {_pick(TRAINING.places[str(rng.choice(places))], rng)}"
     if len(objs) > 1:
-        b = objs[(objs.index(a) + 1 + rng.integers(len(objs) - 1)) % len(objs)]
+        b = objs[(first + 1 + rng.integers(len(objs) - 1)) % len(objs)]  # by position: objects hold arrays
         preds = relations_between(a, b, cells)
         if kind == 3 and preds:
             words = _pick(TRAINING.relations[str(rng.choice(preds))], rng)
