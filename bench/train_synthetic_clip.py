@@ -47,9 +47,7 @@ def as_segment(mask: np.ndarray) -> Segment:
     return Segment(mask_box(mask), mask_centroid(mask), float(mask.mean()), rle_encode(mask), mask.shape)
 
 
-def build_samples(
-    n_scenes: int, seed: int, emb: Embedder, grid_share: float = 0.2
-) -> tuple[torch.Tensor, list[str]]:
+def build_samples(n_scenes: int, seed: int, emb: Embedder, grid_share: float = 0.2) -> tuple[torch.Tensor, list[str]]:
     """Model-ready images (float16, on the CPU) and their captions: per scene one whole-scene caption, every
     object's crop, and half the time a background patch."""
     rng = np.random.default_rng(seed + 1)
