@@ -4,7 +4,7 @@ and the parts of its score.
 For one image with segments S (an image without segments lets its whole image stand in as one):
 
     phrase score   a(p, s) = sim(p, s) + weight_position * (position_fit(p, s) - 1)
-    phrase unit    max over s of a(p, s)
+    phrase unit    max over s of a(p, s); phrases outside relations on separate objects (_separate_rows)
     relation unit  max over s != t of both(a(p1, s), a(p2, t)) + weight_relation * (relation_fit(s, t) - 1)
     objects        both(the units) (a phrase in a relation counts in the relation only)
     both(v)        (1 - weight_all) * weighted mean(v) + weight_all * min(v): a soft AND, so that one strong
