@@ -364,13 +364,13 @@ def _gather(store: Store, vectors: QueryVectors, pools: Pools, use_segments: boo
 def _phrase_pool(store: Store, vec: np.ndarray, pools: Pools) -> tuple[dict[str, list[PoolHit]], float | None, float]:
     """One phrase's nearest segments grouped by image, the pool's floor (None when it holds all) and its
     median similarity (NaN when empty)."""
-    found = store.vectors.query_segments(vec, pools.segments)
+    found, sims = store.query_segments(vec, pools.segments)
     by_image: dict[str, list[PoolHit]] = {}
     for hit in found:
         by_image.setdefault(hit.sha256, []).append((hit.segment, hit.similarity))
     # an image's segment outside the pool is no more similar than the pool's last one
-    floor = found[-1].similarity if found and len(found) < pools.total_segments else None
-    middle = float(np.median([hit.similarity for hit in found])) if found else math.nan
+    floor = float(sims[-1]) if len(sims) and len(sims) < pools.total_segments else None
+    middle = float(np.median(sims)) if len(sims) else math.nan
     return by_image, floor, middle
 
 
