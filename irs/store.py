@@ -236,17 +236,15 @@ class Store:
         if (rows < 0).any():  # written after this snapshot was taken? read the catalog once more
             positions = self.current_positions()
             rows = positions.rows(ids)
-        hits = [
-            SegmentHit(i.rpartition(":")[0], positions.segment(row), sim)
-            for i, row, sim in zip(ids, rows.tolist(), sims.tolist())
-            if row >= 0
-        ]
+        known = np.flatnonzero(rows >= 0)
+        segments = positions.segments(rows[known])
+        hits = [SegmentHit(ids[i].rpartition(":")[0], seg, float(sims[i])) for i, seg in zip(known.tolist(), segments)]
         return hits, sims
 
     def segment_vectors(self, shas: list[str]) -> Iterator[tuple[str, Segment, np.ndarray]]:
         """Every stored segment of the given images with its vector (for rescoring a few candidates)."""
         positions = self.current_positions()
-        segments = {sha: {seg.index: seg for seg in map(positions.segment, positions.image_rows(sha))} for sha in shas}
+        segments = {sha: {seg.index: seg for seg in positions.segments(positions.image_rows(sha))} for sha in shas}
         for sha, idx, vector in self.vectors.segment_vectors({sha: list(segs) for sha, segs in segments.items()}):
             yield sha, segments[sha][idx], vector
 
