@@ -50,6 +50,7 @@ from irs.records import Match, SearchResult, Segment
 from irs.settings import Settings
 from irs.spatial import position_fit, relation_fit
 from irs.store import Store
+from irs.vectors import SegmentHit
 
 if TYPE_CHECKING:
     from irs.embed import Embedder
@@ -344,8 +345,16 @@ def _upper_bound(parsed: ParsedQuery, unit_bounds: dict[int, float], image_sim: 
     return settings.weight_image * image_sim + settings.weight_segment * objects + negative_room
 
 
-def rank(store: Store, parsed: ParsedQuery, vectors: QueryVectors, k: int, settings: Settings) -> list[SearchResult]:
-    """The k best images for a parsed query (see the module doc); fewer when fewer are indexed."""
+def rank(
+    store: Store,
+    parsed: ParsedQuery,
+    vectors: QueryVectors,
+    k: int,
+    settings: Settings,
+    trace: dict[str, int] | None = None,
+) -> list[SearchResult]:
+    """The k best images for a parsed query (see the module doc); fewer when fewer are indexed. `trace`, when
+    given, receives how many rounds the pools took and their final sizes (for benchmarks)."""
     _check_weights(settings)
     total_images, total_segments = store.vectors.image_count(), store.vectors.segment_count()
     k = min(k, total_images)  # a huge k allocates nothing and never asks Chroma for more than there is
@@ -359,13 +368,17 @@ def rank(store: Store, parsed: ParsedQuery, vectors: QueryVectors, k: int, setti
         total_images,
         total_segments,
     )
+    rounds = 0
     for _ in range(MAX_ROUNDS):
-        gathered = _gather(store, vectors, pools, use_segments=settings.weight_segment > 0)
+        rounds += 1
+        gathered = _gather(store, parsed, vectors, pools, settings)
         candidates = _bound(parsed, gathered, settings, has_negatives=bool(vectors.negatives))
         top = _refine(store, parsed, vectors, settings, candidates, k)
         if _decided(top, _unseen_bound(parsed, gathered, settings), k) or pools.complete:
             break
         pools = pools.grown()
+    if trace is not None:
+        trace.update(rounds=rounds, image_pool=pools.images, segment_pool=pools.segments)
     return _results(store, parsed, top, gathered, settings)
 
 
@@ -385,6 +398,7 @@ class Gathered:
 
     image_sims: dict[str, float]  # every image found in any pool whose vector is readable -> sim to the query
     hits: list[dict[str, list[PoolHit]]]  # per phrase: image -> its segments in that phrase's pool
+    best: list[dict[str, float]]  # per phrase: image -> the best phrase score among its hits (positions known)
     # No image outside the image pool is more similar to the whole query than this; None: the pool holds all.
     image_floor: float | None
     # Per phrase, no segment outside its pool is more similar to the phrase than this; None: the pool holds all.
@@ -410,17 +424,22 @@ class ImageCandidate:
         return self.scored.fused if self.scored is not None else self.bound
 
 
-def _gather(store: Store, vectors: QueryVectors, pools: Pools, use_segments: bool) -> Gathered:
+def _gather(store: Store, parsed: ParsedQuery, vectors: QueryVectors, pools: Pools, settings: Settings) -> Gathered:
     """Stage 1: the nearest images to the whole query and the nearest segments to each phrase."""
     image_sims = store.vectors.query_images(vectors.whole, pools.images)
     # an image outside the pool is no more similar than the pool's last one (an empty pool tells nothing)
     image_floor = min(image_sims.values(), default=1.0) if len(image_sims) < pools.total_images else None
     hits: list[dict[str, list[PoolHit]]] = []
+    best: list[dict[str, float]] = []
     floors: list[float | None] = []
     typical: list[float] = []
-    for vec in vectors.phrases:
-        by_image, floor, middle = _phrase_pool(store, vec, pools) if use_segments else ({}, None, math.nan)
+    for phrase, vec in zip(parsed.phrases, vectors.phrases):
+        found, floor, middle = _phrase_pool(store, vec, pools) if settings.weight_segment > 0 else ([], None, math.nan)
+        by_image: dict[str, list[PoolHit]] = {}
+        for hit in found:
+            by_image.setdefault(hit.sha256, []).append((hit.segment, hit.similarity))
         hits.append(by_image)
+        best.append(_best_by_image(phrase, found, settings.weight_position))
         floors.append(floor)
         typical.append(middle)
     image_typical = float(np.median(list(image_sims.values()))) if image_sims else math.nan
@@ -429,20 +448,17 @@ def _gather(store: Store, vectors: QueryVectors, pools: Pools, use_segments: boo
     for sha, vec in store.vectors.image_vectors([s for s in shas if s not in image_sims]).items():
         image_sims[sha] = float(vec @ vectors.whole)
     kept = {sha: image_sims[sha] for sha in shas if sha in image_sims}
-    return Gathered(kept, hits, image_floor, floors, typical, image_typical)
+    return Gathered(kept, hits, best, image_floor, floors, typical, image_typical)
 
 
-def _phrase_pool(store: Store, vec: np.ndarray, pools: Pools) -> tuple[dict[str, list[PoolHit]], float | None, float]:
-    """One phrase's nearest segments grouped by image, the pool's floor (None when it holds all) and its
-    median similarity (NaN when empty)."""
-    found = store.vectors.query_segments(vec, pools.segments)
-    by_image: dict[str, list[PoolHit]] = {}
-    for hit in found:
-        by_image.setdefault(hit.sha256, []).append((hit.segment, hit.similarity))
+def _phrase_pool(store: Store, vec: np.ndarray, pools: Pools) -> tuple[list[SegmentHit], float | None, float]:
+    """One phrase's nearest segments, the pool's floor (None when it holds all) and its median similarity
+    (NaN when empty)."""
+    found, sims = store.query_segments(vec, pools.segments)
     # an image's segment outside the pool is no more similar than the pool's last one
-    floor = found[-1].similarity if found and len(found) < pools.total_segments else None
-    middle = float(np.median([hit.similarity for hit in found])) if found else math.nan
-    return by_image, floor, middle
+    floor = float(sims[-1]) if len(sims) and len(sims) < pools.total_segments else None
+    middle = float(np.median(sims)) if len(sims) else math.nan
+    return found, floor, middle
 
 
 def _bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings, has_negatives: bool) -> list[ImageCandidate]:
@@ -452,7 +468,7 @@ def _bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings, has_nega
     candidates = []
     for sha, image_sim in gathered.image_sims.items():
         hits = [by_image.get(sha, []) for by_image in gathered.hits]
-        known = [_best_hit(phrase, h, settings.weight_position) for phrase, h in zip(parsed.phrases, hits)]
+        known = [best.get(sha) for best in gathered.best]
         value = _bound_from(parsed, known, gathered.floors, image_sim, settings)
         cand = ImageCandidate(sha, image_sim, hits, value if math.isfinite(value) else math.inf)
         if not has_negatives:
@@ -461,14 +477,20 @@ def _bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings, has_nega
     return candidates
 
 
-def _best_hit(phrase: Phrase, hits: list[PoolHit], weight_position: float) -> float | None:
-    """The best phrase score among an image's pool hits (their positions are known); None without hits."""
-    if not hits:
-        return None
-    sims = np.array([sim for _, sim in hits])
-    xs = np.array([seg.centroid[0] for seg, _ in hits])
-    ys = np.array([seg.centroid[1] for seg, _ in hits])
-    return float(np.max(sims + weight_position * (position_fit(phrase.position, (xs, ys)) - 1)))
+def _best_by_image(phrase: Phrase, found: list[SegmentHit], weight_position: float) -> dict[str, float]:
+    """Per image, the best phrase score among its hits in the phrase's pool: the position fits of the whole
+    pool in one vectorised step (per candidate, this was most of a search's time)."""
+    if not found:
+        return {}
+    sims = np.array([hit.similarity for hit in found])
+    xs = np.array([hit.segment.centroid[0] for hit in found])
+    ys = np.array([hit.segment.centroid[1] for hit in found])
+    scores = sims + weight_position * (position_fit(phrase.position, (xs, ys)) - 1)
+    best: dict[str, float] = {}
+    for hit, score in zip(found, scores.tolist()):
+        if hit.sha256 not in best or score > best[hit.sha256]:
+            best[hit.sha256] = score
+    return best
 
 
 def _bound_from(

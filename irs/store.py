@@ -13,6 +13,7 @@ open) and `check` find that, `repair` marks such images as not done, and the ind
 from __future__ import annotations
 
 import logging
+import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -23,9 +24,10 @@ import numpy as np
 
 from irs.catalog import Catalog, DatabaseMissing, ManifestMismatch, StoreError
 from irs.locks import open_lock
+from irs.positions import Positions, PositionTable, has_deletion_counter, install_deletion_counter
 from irs.records import EmbeddedImage, FileEntry, Segment, SegmentedImage
 from irs.settings import Settings
-from irs.vectors import Vectors, segment_id
+from irs.vectors import SegmentHit, Vectors, segment_id
 from irs.version import __version__
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,9 @@ class Store:
         with open_lock(self.root):
             self.catalog = Catalog(self.root / "irs.sqlite")
             self.manifest = self._check_manifest(settings)
+            self._install_deletion_counter()
+            self.positions = PositionTable(self.root / "irs.sqlite")
+            self._seen_deletions: int | None = None
             try:
                 self.vectors = Vectors(settings, self.root, self.manifest["db_id"])
             except (StoreError, ManifestMismatch):
@@ -117,6 +122,17 @@ class Store:
                     f"Move it aside (mv {self.root / 'chroma'} {self.root / 'chroma.damaged'}), then run "
                     f"python -m irs check --repair --db {self.root} to rebuild the vectors from the images"
                 ) from None
+
+    def _install_deletion_counter(self) -> None:
+        """The trigger that tells the position table of deleted segments (once per database; a database
+        this process may not write to goes without, and its position table rereads on every change)."""
+        if has_deletion_counter(self.catalog.sql):
+            return
+        try:
+            with self.catalog.transaction() as sql:
+                install_deletion_counter(sql)
+        except sqlite3.OperationalError as err:
+            log.warning("%s: segment positions are read again on every change (%s)", self.root, err)
 
     def _check_manifest(self, settings: Settings) -> dict[str, Any]:
         """The manifest, written on first open; ManifestMismatch when the index settings differ."""
@@ -198,9 +214,39 @@ class Store:
         return len(orphans)
 
     # reads that need both -------------------------------------------------------------------------
+    def current_positions(self) -> Positions:
+        """Every segment's position as the catalog has it now. When segments were deleted meanwhile (by this
+        or another process) the in-memory segment vectors are dropped too: they may be of replaced segments."""
+        positions = self.positions.current()
+        if positions.deletions != self._seen_deletions:
+            if self._seen_deletions is not None:
+                self.vectors.clear_cache()
+            self._seen_deletions = positions.deletions
+        return positions
+
+    def query_segments(self, vector: np.ndarray, n: int) -> tuple[list[SegmentHit], np.ndarray]:
+        """The n segments nearest to `vector`, best first, with positions from memory (no masks), and the
+        similarities of all Chroma returned. A segment the catalog does not list (its rows not yet written,
+        or a stray vector) is left out of the hits."""
+        ids, sims = self.vectors.segment_neighbours(vector, n)
+        if not ids:
+            return [], sims
+        positions = self.current_positions()
+        rows = positions.rows(ids)
+        if (rows < 0).any():  # written after this snapshot was taken? read the catalog once more
+            positions = self.current_positions()
+            rows = positions.rows(ids)
+        known = np.flatnonzero(rows >= 0)
+        segments = positions.segments(rows[known])
+        hits = [SegmentHit(ids[i].rpartition(":")[0], seg, float(sims[i])) for i, seg in zip(known.tolist(), segments)]
+        return hits, sims
+
     def segment_vectors(self, shas: list[str]) -> Iterator[tuple[str, Segment, np.ndarray]]:
         """Every stored segment of the given images with its vector (for rescoring a few candidates)."""
-        return self.vectors.segment_vectors(self.catalog.segment_count(shas))
+        positions = self.current_positions()
+        segments = {sha: {seg.index: seg for seg in positions.segments(positions.image_rows(sha))} for sha in shas}
+        for sha, idx, vector in self.vectors.segment_vectors({sha: list(segs) for sha, segs in segments.items()}):
+            yield sha, segments[sha][idx], vector
 
     # consistency between the catalog and the vectors ---------------------------------------------
     def quick_check(self) -> str | None:
@@ -259,4 +305,5 @@ class Store:
         )
 
     def close(self) -> None:
+        self.positions.close()
         self.catalog.close()

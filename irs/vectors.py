@@ -80,7 +80,7 @@ class Vectors:
         """Connect (a PersistentClient in root/chroma, or the server settings name) and open the collections."""
         self.where = f"{settings.chroma_host}:{settings.chroma_port}" if settings.chroma_host else ""
         self.retry_seconds = settings.chroma_retry_seconds
-        self._cache: OrderedDict[str, list[tuple[Segment, np.ndarray]]] = OrderedDict()
+        self._cache: OrderedDict[str, dict[int, np.ndarray]] = OrderedDict()  # sha256 -> index -> vector
         self._cache_lock = threading.Lock()
         self.client = self.retry(lambda: _client(settings, root))
         self.batch_limit: int = self.retry(self.client.get_max_batch_size)
@@ -182,14 +182,14 @@ class Vectors:
     # reads ----------------------------------------------------------------------------------------
     def query_images(self, vector: np.ndarray, n: int) -> dict[str, float]:
         """Nearest whole images: sha256 -> cosine similarity."""
-        if n <= 0 or self.images.count() == 0:
+        if n <= 0:  # an empty collection answers with no neighbours: no count() (a round trip) needed
             return {}
         res = self._query(self.images, vector, n, ["distances"])
         return {i: 1.0 - d for i, d in zip(res["ids"][0], res["distances"][0])}
 
     def query_segments(self, vector: np.ndarray, n: int) -> list[SegmentHit]:
         """Nearest segments, with their positions (no masks), best first."""
-        if n <= 0 or self.segments.count() == 0:
+        if n <= 0:
             return []
         res = self._query(self.segments, vector, n, ["distances", "metadatas"])
         return [
@@ -208,30 +208,47 @@ class Vectors:
         res = self._get(self.segments, [segment_id(sha, idx)], ["embeddings"])
         return np.asarray(res["embeddings"][0], np.float32) if res["ids"] else None
 
-    def segment_vectors(self, counts: dict[str, int]) -> Iterator[tuple[str, Segment, np.ndarray]]:
-        """Every segment of the given images (sha256 -> how many it has) with its vector, image by image.
+    def segment_neighbours(self, vector: np.ndarray, n: int) -> tuple[list[str], np.ndarray]:
+        """Ids and cosine similarities of the n nearest segments, best first: distances only, because
+        Chroma's metadata costs 5-7x the query itself (positions come from irs.positions instead)."""
+        if n <= 0:
+            return [], np.zeros(0)
+        res = self._query(self.segments, vector, n, ["distances"])
+        return list(res["ids"][0]), 1.0 - np.asarray(res["distances"][0], np.float64)
+
+    def segment_vectors(self, wanted: dict[str, list[int]]) -> Iterator[tuple[str, int, np.ndarray]]:
+        """(sha256, index, vector) of the given segments of the given images, image by image (the ones Chroma
+        has). Embeddings only: positions come from the catalog.
 
         Recently read images are kept in memory (an LRU of `SEGMENT_CACHE` images), so the rescoring of
         repeated and similar queries reads nothing twice; writes to an image drop its entry."""
         with self._cache_lock:
-            cached = {sha: self._cache[sha] for sha in counts if sha in self._cache}
+            # an entry counts only when it holds every index wanted (the image may have gained segments since)
+            cached = {
+                sha: got
+                for sha in wanted
+                if (got := self._cache.get(sha)) is not None and set(wanted[sha]) <= got.keys()
+            }
             for sha in cached:
                 self._cache.move_to_end(sha)
-        missing = [sha for sha in counts if sha not in cached]
-        fetched: dict[str, list[tuple[Segment, np.ndarray]]] = {sha: [] for sha in missing}
-        ids = [segment_id(s, i) for s in missing for i in range(counts[s])]
+        missing = [sha for sha in wanted if sha not in cached]
+        fetched: dict[str, dict[int, np.ndarray]] = {sha: {} for sha in missing}
+        ids = [segment_id(s, i) for s in missing for i in wanted[s]]
         for chunk in chunks(ids, self.batch_limit):
-            res = self._get(self.segments, chunk, ["embeddings", "metadatas"])
-            for meta, vec in zip(res["metadatas"], res["embeddings"]):
-                fetched[meta["image"]].append((segment_from_metadata(meta), np.asarray(vec, np.float32)))
+            res = self._get(self.segments, chunk, ["embeddings"])
+            for id_, vec in zip(res["ids"], res["embeddings"]):
+                sha, _, idx = id_.rpartition(":")
+                fetched[sha][int(idx)] = np.asarray(vec, np.float32)
         with self._cache_lock:
-            for sha, pairs in fetched.items():
-                self._cache[sha] = pairs
+            for sha, vectors in fetched.items():
+                self._cache[sha] = vectors
             while len(self._cache) > SEGMENT_CACHE:
                 self._cache.popitem(last=False)
-        for sha in counts:
-            for segment, vector in cached.get(sha) or fetched.get(sha, []):
-                yield sha, segment, vector
+        for sha in wanted:
+            vectors = cached[sha] if sha in cached else fetched.get(sha, {})
+            for idx in wanted[sha]:
+                if idx in vectors:
+                    yield sha, idx, vectors[idx]
 
     def all_ids(self, collection: Any) -> Iterator[str]:
         """Every id in a collection (`self.images` or `self.segments`), a batch at a time."""

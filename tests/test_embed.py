@@ -105,3 +105,64 @@ def test_segments_embed_to_unit_vectors(clip):
 def test_unknown_background_is_refused(clip):
     with pytest.raises(ValueError, match="segment_background"):
         Embedder(clip, background="pink")
+
+
+TEXTS_OF_EVERY_LENGTH = [
+    "",
+    "dog",
+    "a red circle left of a blue square",
+    "a photo of " + "very " * 20 + "red car",
+    "a photo of " + "very " * 100 + "red car",  # cut to the full context: end-of-text at the last position
+]
+
+
+@pytest.mark.parametrize("name", ["irs-tiny", "irs-small"])
+def test_text_vectors_are_open_clips_though_only_the_query_tokens_run(name, caplog):
+    """The truncated text tower gives open_clip's own encode_text vectors, alone and in mixed-length batches.
+
+    Normalised vectors (what search uses) agree to 1e-6; a batch whose longest text fills the context runs
+    every position and is bit-identical. (open_clip's own vectors differ as much between a text encoded alone
+    and in a batch: matrix shapes change the float rounding.)"""
+    import torch
+
+    from irs.embed import can_truncate_text, encode_text_truncated
+
+    model = load_clip(name, "", "cpu")
+    assert can_truncate_text(model.model)
+    tokens = model.tokenizer(TEXTS_OF_EVERY_LENGTH)
+    assert int(tokens.argmax(dim=-1).max()) == tokens.shape[1] - 1  # one text does fill the context
+
+    def unit(v: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(v, dim=-1)
+
+    with torch.inference_mode():
+        stock = model.model.encode_text(tokens)
+        assert torch.equal(encode_text_truncated(model.model, tokens), stock)
+        for i, text in enumerate(TEXTS_OF_EVERY_LENGTH):
+            alone = model.model.encode_text(tokens[i : i + 1])
+            one = encode_text_truncated(model.model, tokens[i : i + 1])
+            assert torch.allclose(unit(one), unit(alone), atol=1e-6, rtol=0), text
+        short = tokens[:3]  # a batch of short texts: only their first few positions run
+        assert torch.allclose(
+            unit(encode_text_truncated(model.model, short)), unit(model.model.encode_text(short)), atol=1e-6, rtol=0
+        )
+    with caplog.at_level(logging.ERROR):
+        vectors = Embedder(model).texts(TEXTS_OF_EVERY_LENGTH)
+    assert np.allclose(vectors, unit(stock).numpy(), atol=1e-6, rtol=0)
+
+
+def test_text_towers_that_are_not_causal_keep_the_stock_encoder(clip):
+    """A text tower that attends both ways (or pools another token) must not be truncated."""
+    import copy
+
+    from irs.embed import can_truncate_text
+
+    both_ways = copy.deepcopy(clip.model)
+    both_ways.attn_mask = None
+    assert not can_truncate_text(both_ways)
+    first_token = copy.deepcopy(clip.model)
+    first_token.text_pool_type = "first"
+    assert not can_truncate_text(first_token)
+    emb = Embedder(clip)
+    emb._truncates = False
+    assert np.allclose(emb.texts(["a dog"]), Embedder(clip).texts(["a dog"]), atol=1e-6)
