@@ -323,8 +323,11 @@ def _separate_rows(
     values[:, slots] = scores[combos, phrases]
     w = np.asarray(weights, np.float64)
     w = w / w.max() if np.all(np.isfinite(w)) and np.all(w >= 0) and w.max() > 0 else np.ones_like(w)
-    objective = (1 - w_all) * (values @ w) / w.sum() + w_all * values.min(axis=1)  # soft_and, row by row
-    objective[~apart] = -np.inf
+    with np.errstate(invalid="ignore"):  # NaN where a unit weighted 0 scored -inf: dropped below
+        objective = (1 - w_all) * (values @ w) / w.sum() + w_all * values.min(axis=1)  # soft_and, row by row
+    objective[~apart | np.isnan(objective)] = -np.inf  # a unit weighted 0 with a score of -inf gives NaN
+    if not np.isfinite(objective).any():
+        return [int(o[0]) for o in options]
     return [int(r) for r in combos[int(np.argmax(objective))]]
 
 
