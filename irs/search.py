@@ -311,7 +311,9 @@ def _separate_rows(
     ("a red circle with a blue square" asks for two objects: one segment must not stand for both). Each
     phrase chooses among its best few segments; when no choice keeps them apart (an image with one segment,
     or none found), the phrases keep their own best segments."""
-    per = max(2, int(MAX_COMBINATIONS ** (1 / len(phrases))))
+    per = int(MAX_COMBINATIONS ** (1 / len(phrases)) + 1e-9)
+    if per < 2:  # more than 12 phrases: too many to combine, so each in turn takes its best free object
+        return _greedy_rows(scores, phrases, boxes)
     options = [np.argsort(-scores[:, p], kind="stable")[:per] for p in phrases]
     combos = np.stack(np.meshgrid(*options, indexing="ij"), axis=-1).reshape(-1, len(phrases))  # C x P
     over = _overlaps(boxes, combos)  # C x P x P
@@ -329,6 +331,17 @@ def _separate_rows(
     if not np.isfinite(objective).any():
         return [int(o[0]) for o in options]
     return [int(r) for r in combos[int(np.argmax(objective))]]
+
+
+def _greedy_rows(scores: np.ndarray, phrases: list[int], boxes: np.ndarray) -> list[int]:
+    """Phrases in turn (strongest best match first) take their best segment not yet on a taken object; a phrase
+    with none left keeps its own best."""
+    rows: dict[int, int] = {}
+    for p in sorted(phrases, key=lambda p: -float(np.max(scores[:, p]))):
+        ranked = np.argsort(-scores[:, p], kind="stable")
+        free = [int(r) for r in ranked if not _clash([*rows.values(), int(r)], boxes)] if rows else [int(ranked[0])]
+        rows[p] = free[0] if free else int(ranked[0])
+    return [rows[p] for p in phrases]
 
 
 def _upper_bound(parsed: ParsedQuery, unit_bounds: dict[int, float], image_sim: float, settings: Settings) -> float:

@@ -36,10 +36,13 @@ def test_a_database_from_before_schema_versions_is_upgraded_and_answers_as_befor
         stats = index.stats()
         assert {k: getattr(stats, k) for k in expected["stats"]} == expected["stats"]
         for query, ranked in expected["searches"].items():
-            got = [
-                [r.sha256, round(r.score, 6), r.segment.index if r.segment else None] for r in index.search(query, 3)
-            ]
-            assert got == ranked, query
+            results = index.search(query, 3)
+            # the same images and segments; scores to float32 rounding (the text tower's arithmetic may differ
+            # in the last bits between versions, not in the ranking)
+            assert [[r.sha256, r.segment.index if r.segment else None] for r in results] == [
+                [sha, segment] for sha, _, segment in ranked
+            ], query
+            assert [r.score for r in results] == pytest.approx([score for _, score, _ in ranked], abs=1e-5), query
         for sha, segments in expected["segments"].items():
             got = [
                 [
