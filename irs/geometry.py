@@ -87,11 +87,22 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def box_iou(a: Box, b: Box) -> float:
     """Intersection over union of two normalised boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    return float(pairwise_box_iou(np.array([a, b], np.float64).T)[0, 1])
+
+
+def pairwise_box_iou(boxes: np.ndarray) -> np.ndarray:
+    """IoU of every pair of boxes: `boxes` is 4 x (..., n) (x0, y0, x1, y1 first), the result (..., n, n)."""
+    x0, y0, x1, y1 = boxes
+
+    def overlap(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return np.clip(
+            np.minimum(hi[..., :, None], hi[..., None, :]) - np.maximum(lo[..., :, None], lo[..., None, :]), 0, None
+        )
+
+    inter = overlap(x0, x1) * overlap(y0, y1)
+    area = (x1 - x0) * (y1 - y0)
+    union = area[..., :, None] + area[..., None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
 
 
 def pad_box(box: Box, fraction: float) -> Box:

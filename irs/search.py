@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from irs.confidence import calibration_for, match_confidence, result_confidence, similarity_confidence
+from irs.geometry import pairwise_box_iou
 from irs.query import ParsedQuery, Phrase
 from irs.records import Match, SearchResult, Segment
 from irs.settings import Settings
@@ -89,15 +90,20 @@ def _check_weights(settings: Settings) -> None:
             raise ValueError(f"setting {name!r} must be a finite number >= 0, got {value!r}")
 
 
-def weighted_mean(weights: list[float], values: list[float]) -> float:
-    """The mean of values under weights. Weights are relative: scaled by the largest (tiny ones do not
-    underflow), and when none is positive and finite all count the same (instead of 0/0 = NaN)."""
+def relative_weights(weights: list[float]) -> np.ndarray:
+    """Weights scaled by the largest (tiny ones do not underflow), summing to 1; when none is positive and
+    finite all count the same (instead of 0/0 = NaN)."""
     w = np.asarray(weights, np.float64)
     top = float(w.max()) if w.size else 0.0
     if not (np.all(np.isfinite(w)) and np.all(w >= 0) and top > 0):
         w, top = np.ones_like(w), 1.0
     w = w / top
-    return float(np.dot(w, values) / w.sum())
+    return w / w.sum()
+
+
+def weighted_mean(weights: list[float], values: list[float]) -> float:
+    """The mean of values under relative weights (see relative_weights)."""
+    return float(np.dot(relative_weights(weights), values))
 
 
 def soft_and(weights: list[float], values: list[float], weight_all: float) -> float:
@@ -271,29 +277,12 @@ SAME_OBJECT_IOU = 0.5  # two segments whose boxes overlap this much are one obje
 MAX_COMBINATIONS = 4096  # segment choices tried when phrases compete for one object
 
 
-def _overlaps(boxes: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """For segment rows of shape (..., n): an (..., n, n) matrix, True where two are one object (the same row,
-    or boxes with IoU above SAME_OBJECT_IOU). `boxes` is 4 x S."""
-    x0, y0, x1, y1 = (boxes[k][rows] for k in range(4))
-
-    def pairwise(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:  # overlap along one axis, every pair
-        return np.clip(
-            np.minimum(hi[..., :, None], hi[..., None, :]) - np.maximum(lo[..., :, None], lo[..., None, :]), 0, None
-        )
-
-    iw, ih = pairwise(x0, x1), pairwise(y0, y1)
-    inter = iw * ih
-    area = (x1 - x0) * (y1 - y0)
-    union = area[..., :, None] + area[..., None, :] - inter
-    same = rows[..., :, None] == rows[..., None, :]
-    return same | (inter > SAME_OBJECT_IOU * np.maximum(union, 1e-12))
-
-
 def _clash(rows: list[int], boxes: np.ndarray) -> bool:
     """Whether two of the phrases picked the same object."""
     if len(rows) < 2:
         return False
-    over = _overlaps(boxes, np.array(rows))
+    picked = np.array(rows)
+    over = (picked[:, None] == picked[None, :]) | (pairwise_box_iou(boxes[:, picked]) > SAME_OBJECT_IOU)
     np.fill_diagonal(over, False)
     return bool(over.any())
 
@@ -316,19 +305,14 @@ def _separate_rows(
         return _greedy_rows(scores, phrases, boxes)
     options = [np.argsort(-scores[:, p], kind="stable")[:per] for p in phrases]
     combos = np.stack(np.meshgrid(*options, indexing="ij"), axis=-1).reshape(-1, len(phrases))  # C x P
-    over = _overlaps(boxes, combos)  # C x P x P
+    over = (combos[:, :, None] == combos[:, None, :]) | (pairwise_box_iou(boxes[:, combos]) > SAME_OBJECT_IOU)
     over[:, np.arange(len(phrases)), np.arange(len(phrases))] = False
-    apart = ~over.any(axis=(1, 2)) & np.isfinite(scores[combos, phrases]).all(axis=1)
-    if not apart.any():
-        return [int(o[0]) for o in options]
     values = np.tile(np.asarray(unit_scores, np.float64), (len(combos), 1))  # C x units
     values[:, slots] = scores[combos, phrases]
-    w = np.asarray(weights, np.float64)
-    w = w / w.max() if np.all(np.isfinite(w)) and np.all(w >= 0) and w.max() > 0 else np.ones_like(w)
-    with np.errstate(invalid="ignore"):  # NaN where a unit weighted 0 scored -inf: dropped below
-        objective = (1 - w_all) * (values @ w) / w.sum() + w_all * values.min(axis=1)  # soft_and, row by row
-    objective[~apart | np.isnan(objective)] = -np.inf  # a unit weighted 0 with a score of -inf gives NaN
-    if not np.isfinite(objective).any():
+    with np.errstate(invalid="ignore"):  # NaN where a unit weighted 0 scored -inf
+        objective = (1 - w_all) * (values @ relative_weights(weights)) + w_all * values.min(axis=1)  # soft_and
+    objective[over.any(axis=(1, 2)) | ~np.isfinite(objective)] = -np.inf
+    if not np.isfinite(objective).any():  # nothing keeps them apart: each keeps its own best
         return [int(o[0]) for o in options]
     return [int(r) for r in combos[int(np.argmax(objective))]]
 
@@ -339,7 +323,7 @@ def _greedy_rows(scores: np.ndarray, phrases: list[int], boxes: np.ndarray) -> l
     rows: dict[int, int] = {}
     for p in sorted(phrases, key=lambda p: -float(np.max(scores[:, p]))):
         ranked = np.argsort(-scores[:, p], kind="stable")
-        free = [int(r) for r in ranked if not _clash([*rows.values(), int(r)], boxes)] if rows else [int(ranked[0])]
+        free = [int(r) for r in ranked if not _clash([*rows.values(), int(r)], boxes)]
         rows[p] = free[0] if free else int(ranked[0])
     return [rows[p] for p in phrases]
 
