@@ -71,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("folder")
     p.add_argument("--no-segments", action="store_true", help="whole-image vectors only")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the models on Ray: a local Ray without ADDRESS, else the cluster there (e.g. auto)",
+    )
+    p.add_argument("--ray-workers", type=int, default=0, metavar="N", help="model workers (default: one per GPU, or 1)")
 
     p = command("search", "search the index with a text query, a query image, or both")
     p.add_argument("query", nargs="?", help="what to look for (optional with --image)")
@@ -204,7 +212,14 @@ def _interruptible(run: Callable[[_Bars, threading.Event], T], quiet: bool) -> T
 
 def _index(index: Index, args: argparse.Namespace) -> int:
     report = _interruptible(
-        lambda bars, stop: index.add_folder(args.folder, progress=bars, stop=stop, segment=not args.no_segments),
+        lambda bars, stop: index.add_folder(
+            args.folder,
+            progress=bars,
+            stop=stop,
+            segment=not args.no_segments,
+            ray=getattr(args, "ray", None),
+            ray_workers=getattr(args, "ray_workers", 0),
+        ),
         args.quiet,
     )
     _summary(report)

@@ -23,9 +23,19 @@ from PIL import Image
 
 from irs.embed import Embedder
 from irs.evaluate import Explainer
-from irs.load import LoadError, check_folder, decode_image, discover, load_image, printable, relative_path
+from irs.load import (
+    LoadError,
+    check_folder,
+    decode_image,
+    discover,
+    load_any,
+    load_image,
+    printable,
+    relative_path,
+    within_limit,
+)
 from irs.locks import FileLock, writer_lock
-from irs.pipeline import TimeLimitExceeded, Writer, call_with_time_limit, prefetch
+from irs.pipeline import Writer, prefetch
 from irs.query import ParsedQuery, Phrase, check_searchable, parse_query
 from irs.records import (
     BadFile,
@@ -154,6 +164,8 @@ class Index:
         progress: ProgressFn | None = None,
         stop: threading.Event | None = None,
         segment: bool = True,
+        ray: str | None = None,
+        ray_workers: int = 0,
     ) -> IndexReport:
         """Index every image under `folder`; skip unchanged files, drop vanished ones.
 
@@ -161,6 +173,10 @@ class Index:
         continues where it stopped. With segment=False only whole-image vectors are made. A file that
         cannot be used is that file's failure: it is recorded (see `errors`) and the run goes on.
         Only one process indexes a database at a time (DatabaseBusy names the other one).
+
+        With `ray` ("local" starts Ray on this machine; else a cluster address such as "auto" or
+        "ray://head:10001"), the models run in `ray_workers` Ray actors (default: one per GPU, or one)
+        and this process writes what they send back (see irs.distributed).
         """
         if self.settings.allowed_roots:
             why = check_folder(str(folder), self.settings.allowed_roots)
@@ -195,7 +211,7 @@ class Index:
                     todo.append(entry)
             # files elsewhere whose vectors a repair found missing
             todo += [e for e in self.catalog.unembedded_files() if e.path not in on_disk]
-            return self._run_stages(todo, report, progress, stop, segment)
+            return self._run_stages(todo, report, progress, stop, segment, ray, ray_workers)
 
     def check(self) -> Consistency:
         """Compare SQLite and Chroma id by id (see Store.check)."""
@@ -233,28 +249,27 @@ class Index:
         progress: ProgressFn | None,
         stop: threading.Event | None,
         segment: bool,
+        ray: str | None = None,
+        ray_workers: int = 0,
     ) -> IndexReport:
-        """Stage 1 (embed `todo`), stage 2 (segment whatever is pending), then tidy up."""
-        stopped = self._embed_files(todo, report, progress, stop)
-        if not stopped and segment and self.segmenter is not None:
-            stopped = self._segment_pending(report, progress, stop)
+        """Stage 1 (embed `todo`), stage 2 (segment whatever is pending), then tidy up; on Ray both
+        stages run together."""
+        if ray is not None:
+            from irs.distributed import index_on_ray
+
+            stopped = index_on_ray(self, todo, report, progress, stop, segment, ray, ray_workers)
+        else:
+            stopped = self._embed_files(todo, report, progress, stop)
+            if not stopped and segment and self.segmenter is not None:
+                stopped = self._segment_pending(report, progress, stop)
         self.store.collect_garbage()
         self.catalog.record_errors(report.failed)
         report.stopped = stopped
         return report
 
     def _within_limit(self, fn: Callable[[T], R], item: T) -> R:
-        """fn(item) (reading and decoding) under `decode_timeout`; a hang, or any exception a decoder or
-        preprocessing bug raises, becomes a LoadError: that file's failure, not the run's."""
-        limit = self.settings.decode_timeout
-        try:
-            return call_with_time_limit(fn, item, limit)
-        except TimeLimitExceeded:
-            raise LoadError(f"reading and decoding took over {limit:g} s (decode_timeout); abandoned") from None
-        except LoadError:
-            raise
-        except Exception as err:
-            raise LoadError(f"could not be read: {type(err).__name__}: {err}") from None
+        """fn(item) under `decode_timeout` (see irs.load.within_limit)."""
+        return within_limit(fn, item, self.settings.decode_timeout)
 
     def _prepare_within_limit(self, entry: FileEntry) -> Prepared:
         """`_prepare`, with any failure (a hang included) as this file's error."""
@@ -426,18 +441,8 @@ class Index:
         writer.submit(self.catalog.clear_errors, [path for sha, _, _ in waiting for path in paths.get(sha, [])])
 
     def _load_any(self, paths: list[str], sha: str) -> tuple[LoadedImage | None, list[BadFile]]:
-        """Decode the first path that still holds these bytes (and the problems met on the way)."""
-        problems = []
-        for path in paths:
-            try:
-                image = load_image(path, self.settings.max_pixels, self.settings.work_max_side, lambda h: h == sha)
-            except LoadError as err:
-                problems.append(BadFile(path, str(err)))
-                continue
-            if image.pixels is not None:
-                return image, problems
-            # changed since stage 1: the next run re-embeds it
-        return None, problems
+        """Decode the first path that still holds these bytes (see irs.load.load_any)."""
+        return load_any(paths, sha, self.settings.max_pixels, self.settings.work_max_side)
 
     # search ---------------------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, settings: Settings | None = None) -> list[SearchResult]:

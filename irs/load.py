@@ -13,11 +13,16 @@ import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from irs.pipeline import TimeLimitExceeded, call_with_time_limit
 from irs.records import BadFile, FileEntry, LoadedImage
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class LoadError(Exception):
@@ -241,6 +246,34 @@ def load_image(path: str, max_pixels: int, max_side: int, wanted: Callable[[str]
     if wanted is not None and not wanted(sha):
         return LoadedImage(path=path, sha256=sha, width=0, height=0, pixels=None)
     return decode_image(data, max_pixels, max_side, path, sha)
+
+
+def load_any(paths: list[str], sha: str, max_pixels: int, max_side: int) -> tuple[LoadedImage | None, list[BadFile]]:
+    """Decode the first of `paths` that still holds the bytes `sha` (None if none does), and the
+    problems met on the way. A path whose bytes changed is skipped: the next run re-embeds it."""
+    problems = []
+    for path in paths:
+        try:
+            image = load_image(path, max_pixels, max_side, lambda h: h == sha)
+        except LoadError as err:
+            problems.append(BadFile(path, str(err)))
+            continue
+        if image.pixels is not None:
+            return image, problems
+    return None, problems
+
+
+def within_limit(fn: Callable[[T], R], item: T, seconds: float) -> R:
+    """fn(item) (reading and decoding) under a time limit; a hang, or any exception a decoder or
+    preprocessing bug raises, becomes a LoadError: that file's failure, not the run's."""
+    try:
+        return call_with_time_limit(fn, item, seconds)
+    except TimeLimitExceeded:
+        raise LoadError(f"reading and decoding took over {seconds:g} s (decode_timeout); abandoned") from None
+    except LoadError:
+        raise
+    except Exception as err:
+        raise LoadError(f"could not be read: {type(err).__name__}: {err}") from None
 
 
 # The formats irs decodes (JPEG covers MPO). Image.open would otherwise try every PIL plugin, some

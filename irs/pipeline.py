@@ -115,3 +115,14 @@ class Writer:
                     job[0](*job[1])
                 except BaseException as err:  # handed to the caller at the next submit or close
                     self._error = err
+
+
+def batch_or_each(fn: Callable[[list[T]], Sequence[R]], items: list[T]) -> list[R | Exception]:
+    """fn over all items at once (one output per item); if that raises, fn over each item alone, so
+    that a failure is only the culprit's: its place in the result holds the exception."""
+    try:
+        return list(fn(items))
+    except Exception as err:
+        if len(items) == 1:
+            return [err]
+    return [out for item in items for out in batch_or_each(fn, [item])]
