@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from irs.pipeline import TimeLimitExceeded, Writer, call_with_time_limit, chunks, prefetch
+from irs.pipeline import TimeLimitExceeded, Writer, batch_or_each, call_with_time_limit, chunks, prefetch
 
 
 class Counted:
@@ -165,3 +165,19 @@ def test_chunks_give_the_input_back_in_full_sized_pieces(items: list[int], size:
     assert [x for p in parts for x in p] == items
     assert all(len(p) == size for p in parts[:-1])
     assert all(0 < len(p) <= size for p in parts)
+
+
+def test_batch_or_each_fails_only_the_culprit():
+    calls = []
+
+    def double(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        if 3 in items:
+            raise ValueError("three is bad")
+        return [2 * i for i in items]
+
+    out = batch_or_each(double, [1, 2, 3, 4])
+    assert out[:2] == [2, 4] and out[3] == 8
+    assert isinstance(out[2], ValueError) and "three" in str(out[2])
+    assert calls[0] == [1, 2, 3, 4]  # the whole batch first, then one by one
+    assert batch_or_each(double, [5, 6]) == [10, 12] and calls[-1] == [5, 6]
