@@ -118,6 +118,11 @@ class PositionTable:
                 self._version = version
             return self._current
 
+    def data_version(self) -> int:
+        """A number that changes whenever the catalog is committed to, by any connection or process."""
+        with self._lock:
+            return int(self._connection().execute("PRAGMA data_version").fetchone()[0])
+
     def close(self) -> None:
         with self._lock:
             if self._sql is not None:

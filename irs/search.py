@@ -37,6 +37,7 @@ for nothing; if none is positive all count the same), so no 0/0 can make a score
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass, field
@@ -93,17 +94,23 @@ def _check_weights(settings: Settings) -> None:
 def relative_weights(weights: list[float]) -> np.ndarray:
     """Weights scaled by the largest (tiny ones do not underflow), summing to 1; when none is positive and
     finite all count the same (instead of 0/0 = NaN)."""
-    w = np.asarray(weights, np.float64)
-    top = float(w.max()) if w.size else 0.0
-    if not (np.all(np.isfinite(w)) and np.all(w >= 0) and top > 0):
-        w, top = np.ones_like(w), 1.0
-    w = w / top
-    return w / w.sum()
+    return np.array(_relative(tuple(float(w) for w in weights)))
+
+
+@functools.lru_cache(maxsize=256)
+def _relative(weights: tuple[float, ...]) -> tuple[float, ...]:
+    # a search scores thousands of candidates with the same few weights: computed once, in plain floats
+    top = max(weights, default=0.0)
+    if not (top > 0 and all(math.isfinite(w) and w >= 0 for w in weights)):
+        weights, top = (1.0,) * len(weights), 1.0
+    scaled = [w / top for w in weights]
+    total = sum(scaled)
+    return tuple(w / total for w in scaled)
 
 
 def weighted_mean(weights: list[float], values: list[float]) -> float:
     """The mean of values under relative weights (see relative_weights)."""
-    return float(np.dot(relative_weights(weights), values))
+    return float(sum(w * float(v) for w, v in zip(_relative(tuple(float(w) for w in weights)), values)))
 
 
 def soft_and(weights: list[float], values: list[float], weight_all: float) -> float:
@@ -356,7 +363,7 @@ def rank(
     """The k best images for a parsed query (see the module doc); fewer when fewer are indexed. `trace`, when
     given, receives how many rounds the pools took and their final sizes (for benchmarks)."""
     _check_weights(settings)
-    total_images, total_segments = store.vectors.image_count(), store.vectors.segment_count()
+    total_images, total_segments = store.vector_counts()
     k = min(k, total_images)  # a huge k allocates nothing and never asks Chroma for more than there is
     if k <= 0:
         return []

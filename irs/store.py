@@ -110,6 +110,7 @@ class Store:
             self._install_deletion_counter()
             self.positions = PositionTable(self.root / "irs.sqlite")
             self._seen_deletions: int | None = None
+            self._counts: tuple[int, tuple[int, int]] | None = None  # (catalog data_version, vector counts)
             try:
                 self.vectors = Vectors(settings, self.root, self.manifest["db_id"])
             except (StoreError, ManifestMismatch):
@@ -214,6 +215,16 @@ class Store:
         return len(orphans)
 
     # reads that need both -------------------------------------------------------------------------
+    def vector_counts(self) -> tuple[int, int]:
+        """How many image and segment vectors Chroma holds. Counting costs a search several milliseconds,
+        so the counts are read again only after the catalog changed: every write that adds vectors is
+        followed by one to the catalog (see the write order above)."""
+        version = self.positions.data_version()
+        known = self._counts
+        if known is None or known[0] != version:
+            known = self._counts = (version, (self.vectors.image_count(), self.vectors.segment_count()))
+        return known[1]
+
     def current_positions(self) -> Positions:
         """Every segment's position as the catalog has it now. When segments were deleted meanwhile (by this
         or another process) the in-memory segment vectors are dropped too: they may be of replaced segments."""

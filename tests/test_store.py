@@ -124,3 +124,19 @@ def test_a_weight_free_database_reopens_from_its_own_irs_toml(tmp_path, scenes_f
     # reopened as the CLI and the app do: only the folder given, everything else from db/irs.toml
     with Index(load_settings({"db": str(db)}, environ={})) as again:
         assert again.settings.segmenter == "components" and again.image_count() == 8
+
+
+def test_a_search_sees_images_another_process_added_since_its_last_search(test_settings, scenes_folder, tmp_path):
+    """The vector counts a search sizes its pools with are cached, but never across a write."""
+    half = tmp_path / "half"
+    half.mkdir()
+    names = sorted(p.name for p in scenes_folder.glob("*.png"))
+    for name in names[:4]:
+        shutil.copy(scenes_folder / name, half / name)
+    with Index(test_settings) as reader, Index(test_settings) as writer:
+        writer.add_folder(half)
+        assert len(reader.search("a red circle", k=100)) == 4
+        images, segments = reader.store.vector_counts()
+        writer.add_folder(scenes_folder)  # the other four, written by another connection
+        assert reader.store.vector_counts() == (8, writer.store.vectors.segment_count()) and images == 4
+        assert len(reader.search("a red circle", k=100)) == 8
