@@ -8,6 +8,7 @@ masks survive and every image carries a realistic number of segments for CLIP to
     python bench/index_throughput.py --quick                # under 2 minutes on this machine
     python bench/index_throughput.py --json bench/results/index_throughput.json
     python bench/index_throughput.py --gpu --images 200     # the H100 run (bench/gpu.sh)
+    python bench/index_throughput.py --generators-only      # the CPU proxy for the GPU target (issue 12)
 """
 
 from __future__ import annotations
@@ -67,6 +68,82 @@ def bare_forward(settings: Settings, batch: int, seconds: float = 8.0) -> float:
         emb.encode_pixels(x)
         done += batch
     return done / (time.perf_counter() - t0)
+
+
+def generator_rows(work: Path, quick: bool) -> list[dict]:
+    """The CPU proxy for SAM on a GPU: with the same random-weight model and the same 16x16 point prompts,
+    seconds per image of segment_anything's stock generator and irs's batched one (encoder included,
+    and alone), and the mask decoder's time per 1,000 prompts at several prompt batch sizes."""
+    from irs.load import load_image
+    from irs.models import build_sam_architecture
+    from irs.segment import BatchedSamSegmenter, SamSegmenter, segment_images
+
+    folder = make_images(work / "generators", 1 if quick else 2)
+    images = [load_image(str(p), 10**9, 1024).pixels for p in sorted(folder.glob("*.jpg"))]
+    rows = []
+    torch.manual_seed(0)
+    for model_type in ["vit_t"] if quick else ["vit_t", "vit_b"]:
+        sam = build_sam_architecture(model_type).eval()
+        s = load_settings(
+            {"db": str(work / "unused"), "sam_model_type": model_type, "points_per_side": 16, **PERMISSIVE_SAM},
+            environ={},
+        )
+        used = images[:1] if model_type == "vit_b" else images  # 30-50 s per encoder pass on this CPU
+        timings = {}
+        for name, segmenter in [("stock", SamSegmenter(sam, s)), ("batched", BatchedSamSegmenter(sam, s))]:
+            t0 = time.perf_counter()
+            kept = [len(segment_images(segmenter, [pixels], s)[0]) for pixels in used]
+            timings[name] = (time.perf_counter() - t0) / len(used)
+            rows.append(
+                row(f"{model_type} 16x16: {name} generator ({sum(kept)} segments kept)", timings[name], "s/image")
+            )
+        predictor_input = BatchedSamSegmenter(sam, s)
+        with torch.inference_mode():
+            resized = predictor_input.transform.apply_image(used[0])
+            x = sam.preprocess(torch.as_tensor(resized).permute(2, 0, 1).float())[None]
+            t0 = time.perf_counter()
+            embedding = sam.image_encoder(x)
+            encoder = time.perf_counter() - t0
+        ratio = timings["stock"] / timings["batched"]
+        rows += [
+            row(f"{model_type}: image encoder alone", encoder, "s/image"),
+            row(f"{model_type}: stock / batched, whole image", ratio, "x"),
+            row(
+                f"{model_type}: stock / batched, after the encoder",
+                (timings["stock"] - encoder) / max(timings["batched"] - encoder, 1e-9),
+                "x",
+            ),
+        ]
+        if model_type == "vit_t":  # the mask decoder is the same for every SAM size
+            rows += decoder_rows(sam, embedding, quick)
+    return rows
+
+
+def decoder_rows(sam: torch.nn.Module, embedding: torch.Tensor, quick: bool) -> list[dict]:
+    """Prompt encoder + mask decoder (3 masks per prompt) per 1,000 point prompts on one image embedding."""
+    rows = []
+    points = torch.rand(1000, 1, 2) * 1024
+    labels = torch.ones(1000, 1, dtype=torch.int64)
+    dense_pe = sam.prompt_encoder.get_dense_pe()
+    for batch in [64, 256] if quick else [64, 256, 1000]:
+        for dtype in ["fp32", "bf16"]:
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bf16"):
+                t0 = time.perf_counter()
+                for start in range(0, 1000, batch):
+                    sparse, dense = sam.prompt_encoder(
+                        points=(points[start : start + batch], labels[start : start + batch]), boxes=None, masks=None
+                    )
+                    sam.mask_decoder(
+                        image_embeddings=embedding,
+                        image_pe=dense_pe,
+                        sparse_prompt_embeddings=sparse,
+                        dense_prompt_embeddings=dense,
+                        multimask_output=True,
+                    )
+                rows.append(
+                    row(f"mask decoder, 1,000 prompts, batches of {batch}, {dtype}", time.perf_counter() - t0, "s")
+                )
+    return rows
 
 
 def index_run(settings: Settings, folder: Path, segment: bool) -> tuple[float, float, int]:
@@ -171,6 +248,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--memory", action="store_true", help="also peak RSS at 500 and 2,000 images")
     parser.add_argument("--memory-only", action="store_true", help="only the peak RSS rows")
+    parser.add_argument("--generators-only", action="store_true", help="only the stock vs batched SAM rows")
     parser.add_argument("--json")
     parser.add_argument("--work", default=str(ROOT / "bench/out/throughput"))
     args = parser.parse_args()
@@ -217,6 +295,11 @@ def main() -> int:
 
     if args.memory_only:
         return report_memory(work, rows, args.json)
+    if args.generators_only:
+        rows = generator_rows(work, args.quick)
+        print_table("SAM mask generators on this CPU: stock vs batched (a proxy for the GPU target)", rows)
+        write_json(args.json, rows)
+        return 0
     count = args.images or 200
     folder = make_images(work / "images", count)
 
@@ -275,6 +358,7 @@ def main() -> int:
             row(f"{name}: segments/s", sps, "segments/s"),
         ]
 
+    rows += generator_rows(work, args.quick)
     if args.memory:
         return report_memory(work, rows, args.json)
     print_table("Index throughput on this machine (CPU)", rows)

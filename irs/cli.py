@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run the models on Ray: a local Ray without ADDRESS, else the cluster there (e.g. auto)",
     )
-    p.add_argument("--ray-workers", type=int, default=0, metavar="N", help="model workers (default: one per GPU, or 1)")
+    p.add_argument("--ray-workers", type=int, default=0, metavar="N", help="model workers (default: 1 per GPU, else 2)")
 
     p = command("search", "search the index with a text query, a query image, or both")
     p.add_argument("query", nargs="?", help="what to look for (optional with --image)")

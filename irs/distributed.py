@@ -99,17 +99,17 @@ def _code_root() -> Path:
 
 
 def plan_cluster(settings: Settings, workers: int = 0) -> Cluster:
-    """How many model workers, and with what: one per GPU where the cluster has GPUs, else `workers`
-    (default 1) CPU workers sharing the cluster's cores as torch threads."""
+    """How many model workers, and with what: one per GPU where the cluster has GPUs (unless the settings
+    say cpu), else `workers` CPU workers (default 2: on 2 cores two one-thread workers ran at twice the
+    rate of one two-thread worker, bench/ray_scaling.py) sharing the cluster's cores as torch threads."""
     import ray
 
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
     if gpus and (settings.device == "auto" or settings.device.startswith("cuda")):
-        count = workers or max(1, gpus)
-        device = settings.device if settings.device.startswith("cuda") else "cuda"
-        return Cluster(count, 1.0, 1.0, 4, settings.replace(device=device))
-    count = workers or 1
+        # Ray gives each actor its own GPU as device 0 (CUDA_VISIBLE_DEVICES), so never "cuda:N" there
+        return Cluster(workers or gpus, 1.0, 1.0, 4, settings.replace(device="cuda"))
+    count = workers or min(2, cpus)
     threads = max(1, min(MAX_THREADS, cpus // count))
     return Cluster(count, 0.0, WORKER_CPUS, threads, settings.replace(device="cpu"))
 

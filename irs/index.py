@@ -175,7 +175,7 @@ class Index:
         Only one process indexes a database at a time (DatabaseBusy names the other one).
 
         With `ray` ("local" starts Ray on this machine; else a cluster address such as "auto" or
-        "ray://head:10001"), the models run in `ray_workers` Ray actors (default: one per GPU, or one)
+        "ray://head:10001"), the models run in `ray_workers` Ray actors (default: one per GPU, else two)
         and this process writes what they send back (see irs.distributed).
         """
         if self.settings.allowed_roots:

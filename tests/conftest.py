@@ -6,6 +6,7 @@ import os
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,6 +79,18 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IRS_")}
     env.update({"IRS_PROFILE": "test", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}, **extra)
     return env
+
+
+def run_irs(*args: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+    """`python -m irs ARGS` in a subprocess (test profile, `env` added), with a hard timeout."""
+    return subprocess.run(
+        [sys.executable, "-m", "irs", *args],
+        cwd=REPO,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def db_state(db: Path | str) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, cli_env, db_state
+from conftest import REPO, cli_env, db_state, run_irs
 
 from irs.index import Index, Progress
 from irs.settings import load_settings
@@ -112,7 +112,7 @@ def test_ray_segments_the_images_a_whole_image_run_left(local_ray, folder, refer
     with open_index(tmp_path / "db") as index:
         index.add_folder(folder, segment=False)
         assert index.stats().segmented == 0
-        report = index.add_folder(folder, ray="local", ray_workers=2)
+        report = index.add_folder(folder, ray="local", ray_workers=1)
         assert (report.added, report.unchanged, report.segmented) == (0, COUNT + 1, COUNT)
         assert_same(contents(index), reference)
 
@@ -142,14 +142,7 @@ def test_ctrl_c_then_kill_9_of_the_ray_driver_then_a_rerun_loses_and_doubles_not
         assert db_state(db)[0] < COUNT  # killed mid-run
     finally:
         _kill_session(killed.pid)
-    rerun = subprocess.run(
-        [sys.executable, "-m", "irs", "--db", str(db), "index", str(folder), "--quiet"],
-        cwd=REPO,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    rerun = run_irs("--db", str(db), "index", str(folder), "--quiet")
     assert rerun.returncode == 0, rerun.stderr
     with open_index(db) as index:
         assert_same(contents(index), reference)

@@ -6,12 +6,11 @@ import os
 import re
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
-from conftest import REPO, cli_env
 from fuzzcorpus import corpus, make_corpus, png_chunk, png_insert_before_idat, save, seed_files, tiff_set
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -221,15 +220,8 @@ SUMMARY = re.compile(
 
 
 def run_irs(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python -m irs ARGS` in a subprocess (test profile), with a hard timeout."""
-    return subprocess.run(
-        [sys.executable, "-m", "irs", *args],
-        cwd=REPO,
-        env=cli_env(**CHEAP_SEGMENTS),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """`python -m irs ARGS` with cheap segments (see conftest.run_irs)."""
+    return conftest.run_irs(*args, timeout=timeout, **CHEAP_SEGMENTS)
 
 
 def add_odd_files(folder: Path, picture: bytes, garbage: bytes) -> dict[str, set[str]]:

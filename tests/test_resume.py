@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, cli_env, db_state
+from conftest import REPO, cli_env, db_state, run_irs
 
 from irs.index import Index
 from irs.settings import load_settings
@@ -42,14 +42,7 @@ def test_sigkill_at_any_moment_then_rerun_is_complete_and_clean(tmp_path):
         run_until(db, folder, lambda s: s[1] >= n // 2 and s[1] < n - 2),
     ]
     assert codes.count(-signal.SIGKILL) >= 2, codes  # the kills really landed mid-run
-    final = subprocess.run(
-        [sys.executable, "-m", "irs", "--db", str(db), "index", str(folder), "--quiet"],
-        cwd=REPO,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    final = run_irs("--db", str(db), "index", str(folder), "--quiet")
     assert final.returncode == 0, final.stderr
 
     settings = load_settings({"db": str(db)}, environ={})
