@@ -5,10 +5,15 @@ Images are generated 1024-px synthetic scenes saved as JPEG. Real architectures 
 (the arithmetic is the same as with trained ones); SAM's quality thresholds are set to 0 so that random
 masks survive and every image carries a realistic number of segments for CLIP to embed.
 
-    python bench/index_throughput.py --quick                # under 2 minutes on this machine
+    python bench/index_throughput.py --quick                # under 2 minutes here, plus 1.5 for the generators
     python bench/index_throughput.py --json bench/results/index_throughput.json
     python bench/index_throughput.py --gpu --images 200     # the H100 run (bench/gpu.sh)
-    python bench/index_throughput.py --generators-only      # the CPU proxy for the GPU target (issue 12)
+    python bench/index_throughput.py --generators-only --json bench/results/index_throughput_generators.json  # 14 min
+
+The generators section (run by default, alone with --generators-only) times, on one random-weight model and
+the same images, segment_anything's stock SamAutomaticMaskGenerator against irs's BatchedSamSegmenter, the
+image encoder alone, and the mask decoder per 1,000 point prompts at several decoder batch sizes, fp32 and
+bf16: the CPU proxy for the GPU target (the decoder and filters are most of SAM's time per image there).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -68,82 +75,6 @@ def bare_forward(settings: Settings, batch: int, seconds: float = 8.0) -> float:
         emb.encode_pixels(x)
         done += batch
     return done / (time.perf_counter() - t0)
-
-
-def generator_rows(work: Path, quick: bool) -> list[dict]:
-    """The CPU proxy for SAM on a GPU: with the same random-weight model and the same 16x16 point prompts,
-    seconds per image of segment_anything's stock generator and irs's batched one (encoder included,
-    and alone), and the mask decoder's time per 1,000 prompts at several prompt batch sizes."""
-    from irs.load import load_image
-    from irs.models import build_sam_architecture
-    from irs.segment import BatchedSamSegmenter, SamSegmenter, segment_images
-
-    folder = make_images(work / "generators", 1 if quick else 2)
-    images = [load_image(str(p), 10**9, 1024).pixels for p in sorted(folder.glob("*.jpg"))]
-    rows = []
-    torch.manual_seed(0)
-    for model_type in ["vit_t"] if quick else ["vit_t", "vit_b"]:
-        sam = build_sam_architecture(model_type).eval()
-        s = load_settings(
-            {"db": str(work / "unused"), "sam_model_type": model_type, "points_per_side": 16, **PERMISSIVE_SAM},
-            environ={},
-        )
-        used = images[:1] if model_type == "vit_b" else images  # 30-50 s per encoder pass on this CPU
-        timings = {}
-        for name, segmenter in [("stock", SamSegmenter(sam, s)), ("batched", BatchedSamSegmenter(sam, s))]:
-            t0 = time.perf_counter()
-            kept = [len(segment_images(segmenter, [pixels], s)[0]) for pixels in used]
-            timings[name] = (time.perf_counter() - t0) / len(used)
-            rows.append(
-                row(f"{model_type} 16x16: {name} generator ({sum(kept)} segments kept)", timings[name], "s/image")
-            )
-        predictor_input = BatchedSamSegmenter(sam, s)
-        with torch.inference_mode():
-            resized = predictor_input.transform.apply_image(used[0])
-            x = sam.preprocess(torch.as_tensor(resized).permute(2, 0, 1).float())[None]
-            t0 = time.perf_counter()
-            embedding = sam.image_encoder(x)
-            encoder = time.perf_counter() - t0
-        ratio = timings["stock"] / timings["batched"]
-        rows += [
-            row(f"{model_type}: image encoder alone", encoder, "s/image"),
-            row(f"{model_type}: stock / batched, whole image", ratio, "x"),
-            row(
-                f"{model_type}: stock / batched, after the encoder",
-                (timings["stock"] - encoder) / max(timings["batched"] - encoder, 1e-9),
-                "x",
-            ),
-        ]
-        if model_type == "vit_t":  # the mask decoder is the same for every SAM size
-            rows += decoder_rows(sam, embedding, quick)
-    return rows
-
-
-def decoder_rows(sam: torch.nn.Module, embedding: torch.Tensor, quick: bool) -> list[dict]:
-    """Prompt encoder + mask decoder (3 masks per prompt) per 1,000 point prompts on one image embedding."""
-    rows = []
-    points = torch.rand(1000, 1, 2) * 1024
-    labels = torch.ones(1000, 1, dtype=torch.int64)
-    dense_pe = sam.prompt_encoder.get_dense_pe()
-    for batch in [64, 256] if quick else [64, 256, 1000]:
-        for dtype in ["fp32", "bf16"]:
-            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bf16"):
-                t0 = time.perf_counter()
-                for start in range(0, 1000, batch):
-                    sparse, dense = sam.prompt_encoder(
-                        points=(points[start : start + batch], labels[start : start + batch]), boxes=None, masks=None
-                    )
-                    sam.mask_decoder(
-                        image_embeddings=embedding,
-                        image_pe=dense_pe,
-                        sparse_prompt_embeddings=sparse,
-                        dense_prompt_embeddings=dense,
-                        multimask_output=True,
-                    )
-                rows.append(
-                    row(f"mask decoder, 1,000 prompts, batches of {batch}, {dtype}", time.perf_counter() - t0, "s")
-                )
-    return rows
 
 
 def index_run(settings: Settings, folder: Path, segment: bool) -> tuple[float, float, int]:
@@ -227,6 +158,158 @@ def compute_run(settings: Settings, folder: Path) -> tuple[float, float, int]:
     return len(files) / seconds, segments_total / seconds, segments_total
 
 
+def median_seconds(call: Callable[[], object], repeats: int) -> float:
+    """The median wall time of `repeats` calls."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def decoder_seconds(sam: torch.nn.Module, embedding: torch.Tensor, coords: torch.Tensor, batch: int) -> list[float]:
+    """Wall time of each decoder batch (prompt encoder + mask decoder, 3 masks per prompt) over the point
+    prompts `coords` (n, 1, 2) on one image embedding: the same calls BatchedSamSegmenter makes."""
+    from irs.pipeline import chunks
+
+    dense_pe = sam.prompt_encoder.get_dense_pe()
+    times = []
+    for batch_coords in chunks(coords, batch):
+        t0 = time.perf_counter()
+        labels = torch.ones(batch_coords.shape[:2], dtype=torch.int64)
+        sparse, dense = sam.prompt_encoder(points=(batch_coords, labels), boxes=None, masks=None)
+        sam.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=dense_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def generators_section(work: Path, quick: bool) -> list[dict]:
+    """Stock vs batched SAM mask generator per image on the same random-weight model and images, the encoder
+    alone, and the decoder per 1,000 prompts at several batch sizes in fp32 and bf16 (CPU autocast).
+
+    SAM's decoder costs about a quarter of a second per prompt on this CPU (each prompt runs the two-way
+    transformer over all 4,096 image tokens), so each generator runs once per image and the image counts
+    are small; --quick uses MobileSAM only and 4x4 points."""
+    from segment_anything.utils.amg import build_point_grid
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    from irs.load import load_image
+    from irs.models import build_sam_architecture
+    from irs.segment import BatchedSamSegmenter, SamSegmenter, make_segmenter, segment_image
+
+    side = 4 if quick else 16
+    grid = f"{side}x{side} points"
+    # one image: with 768 candidate masks the stock generator alone takes minutes per image on this CPU
+    folder = make_images(work / "generators", 1)
+    rows = []
+    decoder_model: tuple[torch.nn.Module, torch.Tensor, np.ndarray] | None = None
+    for model_type in ["vit_t"] if quick else ["vit_t", "vit_b"]:
+        ckpt = work / f"sam_{model_type}_random.pth"
+        torch.manual_seed(0)  # the same random weights, so the same candidates pass the filters, in every run
+        torch.save(build_sam_architecture(model_type).state_dict(), ckpt)
+        base = {
+            "db": str(work / "db-generators"),
+            "device": "cpu",
+            "sam_model_type": model_type,
+            "sam_checkpoint": str(ckpt),
+            "points_per_side": side,
+            **PERMISSIVE_SAM,
+            # not 0: at 0 segment_anything skips its quality filters altogether while irs's generator still
+            # drops predicted IoU <= 0 (most random-weight masks), so the two would keep different candidates
+            "pred_iou_thresh": 1e-6,
+            "stability_score_thresh": 1e-6,
+        }
+        settings = {g: load_settings({**base, "sam_generator": g}, environ={}) for g in ("stock", "batched")}
+        # one checkpoint file: both generators run the same weights
+        stock, batched = make_segmenter(settings["stock"]), make_segmenter(settings["batched"])
+        assert isinstance(stock, SamSegmenter) and isinstance(batched, BatchedSamSegmenter)
+        s = settings["batched"]
+        files = sorted(folder.glob("*.jpg"))
+        pictures = [load_image(str(p), s.max_pixels, s.work_max_side).pixels for p in files]
+
+        sam = batched.sam
+        resized = batched.transform.apply_image(pictures[0])
+        x = sam.preprocess(torch.as_tensor(resized).permute(2, 0, 1).float())[None]
+        with torch.inference_mode():
+            encoder = median_seconds(partial(sam.image_encoder, x), 2 if model_type == "vit_b" else 3)
+            if decoder_model is None:  # the decoder is the same architecture in every SAM type: time it once
+                decoder_model = (sam, sam.image_encoder(x), pictures[0])
+
+        spent: dict[str, list[float]] = {"stock": [], "batched": []}
+        found: dict[str, list[int]] = {"stock": [], "batched": []}
+        for pixels in pictures:  # each image once through each generator, alternating (the CPU is shared)
+            for name, segmenter in (("stock", stock), ("batched", batched)):
+                t0 = time.perf_counter()
+                segments = segment_image(segmenter, pixels, settings[name])
+                spent[name].append(time.perf_counter() - t0)
+                found[name].append(len(segments))
+        n = len(pictures)
+        stock_s, batched_s = float(np.median(spent["stock"])), float(np.median(spent["batched"]))
+        label = f"{'MobileSAM' if model_type == 'vit_t' else 'SAM'} {model_type}, {grid}"
+        rows += [
+            row(f"{label}: stock generator, per image (median of {n})", stock_s, "s"),
+            row(f"{label}: batched generator, per image (median of {n})", batched_s, "s"),
+            row(f"{label}: stock / batched", stock_s / batched_s, "x"),
+            row(f"{label}: image encoder alone, per image", encoder, "s"),
+            row(f"{label}: decoder + filters share of batched", (batched_s - encoder) / batched_s, "fraction"),
+            row(f"{label}: segments per image, stock", float(np.mean(found["stock"])), "segments"),
+            row(f"{label}: segments per image, batched", float(np.mean(found["batched"])), "segments"),
+        ]
+        print(f"{label}: done ({time.strftime('%H:%M:%S')})", flush=True)
+
+    # the decoder per 1,000 prompts, on one image embedding, over the generators' own point grid
+    sam, embedding, pixels = decoder_model
+    transform = ResizeLongestSide(sam.image_encoder.img_size)
+    h, w = pixels.shape[:2]
+    points = transform.apply_coords(build_point_grid(side) * np.array([w, h]), (h, w))
+    coords = torch.as_tensor(points, dtype=torch.float32)[:, None, :]
+    prompts = len(coords)
+    batches = (4, 16) if quick else (64, 256)
+    reference: torch.Tensor | None = None
+    for dtype in ("fp32", "bf16"):
+        # autocast is what irs uses on a GPU (irs.models.autocast); on a CPU irs runs fp32
+        context = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
+        with torch.inference_mode(), context:
+            for batch in batches:
+                times = decoder_seconds(sam, embedding, coords, batch)
+                per_1000 = float(np.median(times)) / batch * 1000
+                rows.append(
+                    row(
+                        f"decoder per 1,000 prompts, points_per_batch {batch}, {dtype} "
+                        f"(median of {len(times)} batches over {prompts} prompts)",
+                        per_1000,
+                        "s",
+                    )
+                )
+            # how far bf16 moves the decoder's masks: low-res mask pixels whose sign flips against fp32
+            labels = torch.ones((batches[0], 1), dtype=torch.int64)
+            sparse, dense = sam.prompt_encoder(points=(coords[: batches[0]], labels), boxes=None, masks=None)
+            low_res, _ = sam.mask_decoder(
+                image_embeddings=embedding,
+                image_pe=sam.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+            )
+            if reference is None:
+                reference = low_res.float() > sam.mask_threshold
+            else:
+                flipped = ((low_res.float() > sam.mask_threshold) != reference).float().mean()
+                rows.append(row("decoder bf16 vs fp32: low-res mask pixels that flip", float(flipped), "fraction"))
+    fp32 = {r["name"].split(", ")[1]: r["value"] for r in rows if "fp32 (median" in r["name"]}
+    bf16 = {r["name"].split(", ")[1]: r["value"] for r in rows if "bf16 (median" in r["name"]}
+    for key in fp32:
+        rows.append(row(f"decoder fp32 / bf16 time, {key}", fp32[key] / bf16[key], "x"))
+    return rows
+
+
 def peak_rss_mib(count: int, work: Path) -> float:
     """Peak RSS of an `irs index` process over `count` generated images (test profile, segments on),
     read by a fresh parent whose only child it is."""
@@ -248,7 +331,9 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--memory", action="store_true", help="also peak RSS at 500 and 2,000 images")
     parser.add_argument("--memory-only", action="store_true", help="only the peak RSS rows")
-    parser.add_argument("--generators-only", action="store_true", help="only the stock vs batched SAM rows")
+    parser.add_argument(
+        "--generators-only", action="store_true", help="only stock vs batched SAM generator and decoder rows"
+    )
     parser.add_argument("--json")
     parser.add_argument("--work", default=str(ROOT / "bench/out/throughput"))
     args = parser.parse_args()
@@ -296,8 +381,8 @@ def main() -> int:
     if args.memory_only:
         return report_memory(work, rows, args.json)
     if args.generators_only:
-        rows = generator_rows(work, args.quick)
-        print_table("SAM mask generators on this CPU: stock vs batched (a proxy for the GPU target)", rows)
+        rows = generators_section(work, args.quick)
+        print_table("Batched vs stock SAM mask generator on this machine (CPU proxy for the GPU target)", rows)
         write_json(args.json, rows)
         return 0
     count = args.images or 200
@@ -358,7 +443,8 @@ def main() -> int:
             row(f"{name}: segments/s", sps, "segments/s"),
         ]
 
-    rows += generator_rows(work, args.quick)
+    rows += generators_section(work, args.quick)
+
     if args.memory:
         return report_memory(work, rows, args.json)
     print_table("Index throughput on this machine (CPU)", rows)
