@@ -131,7 +131,9 @@ class BatchedSamSegmenter:
             )
             low_res, iou = low_res.flatten(0, 1).float(), iou.flatten().float()
             stability = calculate_stability_score(low_res, sam.mask_threshold, 1.0)
-            keep = (iou > s.pred_iou_thresh) & (stability >= s.stability_score_thresh)
+            # as segment_anything does: a threshold of 0 means no filter (a predicted IoU may be <= 0)
+            keep = (iou > s.pred_iou_thresh) | (s.pred_iou_thresh <= 0)
+            keep &= stability >= s.stability_score_thresh
             logits.append(low_res[keep])
             scores.append((iou * stability)[keep])
         logits_t, scores_t = torch.cat(logits), torch.cat(scores)

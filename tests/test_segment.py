@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from irs.benchmark import object_recall
@@ -190,3 +191,17 @@ def test_an_image_of_background_only_gives_no_segments():
         unfiltered = demo_segments(ComponentsSegmenter(background_filter=False), pixels)
         filtered = demo_segments(ComponentsSegmenter(), pixels)
         assert len(filtered) <= 1, (name, len(filtered), len(unfiltered))
+
+
+def test_a_zero_iou_threshold_filters_nothing_in_either_generator(test_settings):
+    """As in segment_anything, pred_iou_thresh 0 means no filter: random weights predict IoUs below 0, and
+    the batched generator used to drop those that the stock one kept."""
+    from irs.segment import BatchedSamSegmenter, SamSegmenter
+
+    torch.manual_seed(0)
+    sam = build_tiny_sam().eval()
+    s = test_settings.replace(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    image = (np.random.default_rng(0).random((64, 80, 3)) * 255).astype(np.uint8)
+    stock = SamSegmenter(sam, s).masks(image)
+    assert any(p.predicted_iou <= 0 for p in stock)  # the case in question is present
+    assert len(BatchedSamSegmenter(sam, s).masks(image)) == len(stock) == 4 * 3
