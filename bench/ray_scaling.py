@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from report import print_table, row, write_json  # noqa: E402
 
 from irs.distributed import Done, Work, connect, write  # noqa: E402
-from irs.index import Index, IndexReport, Progress  # noqa: E402
-from irs.records import FileEntry, LoadedImage  # noqa: E402
+from irs.index import Index  # noqa: E402
+from irs.records import FileEntry, IndexReport, LoadedImage, Progress  # noqa: E402
 from irs.segment import MaskProposal, postprocess  # noqa: E402
 from irs.settings import Settings, load_settings  # noqa: E402
 from irs.synthetic import write_folder  # noqa: E402
@@ -161,7 +161,7 @@ def sink(work: Path, quick: bool) -> tuple[list[dict[str, Any]], float]:
         report = IndexReport()
         started = time.monotonic()
         for start in range(0, len(results), per_batch):
-            write(index, results[start : start + per_batch], report)
+            write(index.store, results[start : start + per_batch], report)
         elapsed = time.monotonic() - started
         index.close()
     finally:

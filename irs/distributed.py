@@ -19,7 +19,7 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,11 +28,21 @@ import numpy as np
 
 from irs.load import LoadError, load_any, load_image, within_limit
 from irs.pipeline import batch_or_each, chunks
-from irs.records import BadFile, EmbeddedImage, FileEntry, LoadedImage, Segment, SegmentedImage
+from irs.records import (
+    BadFile,
+    EmbeddedImage,
+    FileEntry,
+    IndexReport,
+    LoadedImage,
+    Progress,
+    ProgressFn,
+    Segment,
+    SegmentedImage,
+)
 from irs.settings import Settings
 
 if TYPE_CHECKING:
-    from irs.index import Index, IndexReport, Progress
+    from irs.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -247,10 +257,11 @@ def stream(work: list[Work], cluster: Cluster, segment: bool, batch_size: int) -
 
 
 def index_on_ray(
-    index: Index,
+    store: Store,
+    settings: Settings,
     todo: list[FileEntry],
     report: IndexReport,
-    progress: Callable[[Progress], Any] | None,
+    progress: ProgressFn | None,
     stop: threading.Event | None,
     segment: bool,
     address: str | None,
@@ -258,21 +269,19 @@ def index_on_ray(
 ) -> bool:
     """Embed `todo` and segment it (and every image still awaiting segments) on Ray; the driver writes.
     Returns True if stopped by `stop`."""
-    from irs.index import Progress
-
-    segment = segment and index.settings.segmenter != "none"
-    pending = index.catalog.pending_segmentation() if segment else []
-    paths = index.catalog.paths_of(pending)
+    segment = segment and settings.segmenter != "none"
+    pending = store.catalog.pending_segmentation() if segment else []
+    paths = store.catalog.paths_of(pending)
     work = [Work(paths[sha], sha256=sha) for sha in pending if paths.get(sha)]
     work += [Work([entry.path], entry) for entry in todo]
     if not work:
         return False
     started_ray = connect(address)
-    stages = stream(work, plan_cluster(index.settings, workers), segment, _batch_size(index.settings, segment))
+    stages = stream(work, plan_cluster(settings, workers), segment, _batch_size(settings, segment))
     try:
         started, count, stopped = time.monotonic(), 0, False
         for done in stages:
-            write(index, done, report)
+            write(store, done, report)
             count += len(done)
             if progress:
                 progress(Progress("segment" if segment else "embed", count, len(work), started, _last_path(done)))
@@ -297,11 +306,11 @@ def _last_path(done: list[Done]) -> str:
     return done[-1].work.paths[0] if done and done[-1].work.paths else ""
 
 
-def write(index: Index, done: list[Done], report: IndexReport) -> None:
+def write(store: Store, done: list[Done], report: IndexReport) -> None:
     """Store one batch of results in the crash-safe order of irs.store, recording failures as a
     single-process run does (a file that cannot be used loses its old record; a failed segmentation
     leaves the image pending)."""
-    store, catalog = index.store, index.catalog
+    catalog = store.catalog
     images: list[EmbeddedImage] = []
     links: list[tuple[FileEntry, str]] = []
     segmented: list[SegmentedImage] = []

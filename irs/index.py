@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,7 +42,10 @@ from irs.records import (
     EmbeddedImage,
     FileEntry,
     ImageRow,
+    IndexReport,
     LoadedImage,
+    Progress,
+    ProgressFn,
     SearchResult,
     Segment,
     SegmentedImage,
@@ -55,47 +58,6 @@ from irs.store import Consistency, Stats, Store
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-@dataclass
-class Progress:
-    """One progress report: a stage, how far it is, and how fast it goes."""
-
-    stage: str  # "scan", "embed" or "segment"
-    done: int
-    total: int
-    started: float
-    path: str = ""
-
-    @property
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return self.done / elapsed if elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        return (self.total - self.done) / self.rate if self.rate > 0 else None
-
-    def __str__(self) -> str:
-        eta = f"{self.eta:.0f}s" if self.eta is not None else "?"
-        return f"{self.stage}: {self.done}/{self.total} images, {self.rate:.1f}/s, ETA {eta}"
-
-
-@dataclass
-class IndexReport:
-    """What one `add_folder` run did."""
-
-    found: int = 0
-    added: int = 0  # files whose image was embedded in this run
-    reused: int = 0  # new paths whose bytes were already indexed (copies, renames)
-    unchanged: int = 0
-    removed: int = 0  # paths that vanished from the folder
-    segmented: int = 0
-    failed: list[BadFile] = field(default_factory=list)
-    stopped: bool = False
-
-
-ProgressFn = Callable[[Progress], Any]
 
 
 @dataclass
@@ -257,7 +219,7 @@ class Index:
         if ray is not None:
             from irs.distributed import index_on_ray
 
-            stopped = index_on_ray(self, todo, report, progress, stop, segment, ray, ray_workers)
+            stopped = index_on_ray(self.store, self.settings, todo, report, progress, stop, segment, ray, ray_workers)
         else:
             stopped = self._embed_files(todo, report, progress, stop)
             if not stopped and segment and self.segmenter is not None:

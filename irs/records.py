@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -151,3 +153,44 @@ def segment_json(segment: Segment | None) -> dict | None:
         "predicted_iou": round(segment.predicted_iou, 6),
         "stability_score": round(segment.stability_score, 6),
     }
+
+
+@dataclass
+class Progress:
+    """One progress report: a stage, how far it is, and how fast it goes."""
+
+    stage: str  # "scan", "embed" or "segment"
+    done: int
+    total: int
+    started: float
+    path: str = ""
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        return (self.total - self.done) / self.rate if self.rate > 0 else None
+
+    def __str__(self) -> str:
+        eta = f"{self.eta:.0f}s" if self.eta is not None else "?"
+        return f"{self.stage}: {self.done}/{self.total} images, {self.rate:.1f}/s, ETA {eta}"
+
+
+@dataclass
+class IndexReport:
+    """What one `add_folder` run did."""
+
+    found: int = 0
+    added: int = 0  # files whose image was embedded in this run
+    reused: int = 0  # new paths whose bytes were already indexed (copies, renames)
+    unchanged: int = 0
+    removed: int = 0  # paths that vanished from the folder
+    segmented: int = 0
+    failed: list[BadFile] = field(default_factory=list)
+    stopped: bool = False
+
+
+ProgressFn = Callable[[Progress], Any]
