@@ -44,8 +44,6 @@ from irs.settings import Settings
 if TYPE_CHECKING:
     from irs.store import Store
 
-log = logging.getLogger(__name__)
-
 READ_CPUS = 0.25  # a read task mostly waits on the disk and the decoder: four share a core
 WORKER_CPUS = 0.5  # fractional, so that model actors never hold every core the read tasks need
 MAX_THREADS = 8  # torch threads per CPU worker
@@ -63,7 +61,8 @@ class Work:
 
 @dataclass
 class Done:
-    """What the workers made of one `Work`. `pixels` travels from the read task to the models only."""
+    """What the workers made of one `Work`. The decoded pixels (`image.pixels`) travel from the read task
+    to the models only: the models drop them, so the driver receives vectors and segments, not images."""
 
     work: Work
     image: LoadedImage | None = None
@@ -189,11 +188,13 @@ class Models:
                 d.error = f"embedding failed: {type(out).__name__}: {out}"
             else:
                 d.vector = out
-        if self.segmenter is None:
-            return
-        images = [d for d in done if d.image is not None and not d.error]
-        for group in chunks(images, max(1, self.settings.sam_batch)):
-            self._segment(group)
+        if self.segmenter is not None:
+            images = [d for d in done if d.image is not None and not d.error]
+            for group in chunks(images, max(1, self.settings.sam_batch)):
+                self._segment(group)
+        for d in done:
+            if d.image is not None:
+                d.image.pixels = None  # megabytes per image the driver never reads
 
     def _segment(self, group: list[Done]) -> None:
         """Segment a group of images in one model batch, cut their crops and embed them together."""
@@ -203,23 +204,23 @@ class Models:
             masks = segment_images(self.segmenter, [d.image.pixels for d in batch], self.settings)
             return [(segs, self.embedder.segment_pixels(d.image.pixels, segs)) for d, segs in zip(batch, masks)]
 
-        cut_ok = []
+        cut_ok, cropped = [], {}  # cropped: id of a Done -> its model-ready crops
         for d, out in zip(group, batch_or_each(cut, group)):
             if isinstance(out, Exception):
                 d.segment_error = f"segmentation failed: {type(out).__name__}: {out}"
             else:
-                d.segments, d.segment_vectors = out  # crops for now; vectors below
+                d.segments, cropped[id(d)] = out
                 cut_ok.append(d)
 
         def embed(batch: list[Done]) -> list[np.ndarray]:
             import torch
 
-            vectors = self.embedder.encode_pixels(torch.cat([d.segment_vectors for d in batch]))
+            vectors = self.embedder.encode_pixels(torch.cat([cropped[id(d)] for d in batch]))
             return np.split(vectors, np.cumsum([len(d.segments) for d in batch])[:-1])
 
         for d, out in zip(cut_ok, batch_or_each(embed, cut_ok)):
             if isinstance(out, Exception):
-                d.segments, d.segment_vectors = None, None
+                d.segments = None
                 d.segment_error = f"embedding segments failed: {type(out).__name__}: {out}"
             else:
                 d.segment_vectors = out
