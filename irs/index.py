@@ -35,7 +35,7 @@ from irs.load import (
     within_limit,
 )
 from irs.locks import FileLock, writer_lock
-from irs.pipeline import Writer, prefetch
+from irs.pipeline import Writer, batch_or_each, prefetch
 from irs.query import ParsedQuery, Phrase, check_searchable, parse_query
 from irs.records import (
     BadFile,
@@ -300,22 +300,25 @@ class Index:
         unique: dict[str, Prepared] = {}
         for item in batch:
             unique.setdefault(item.sha256, item)
-        try:
-            vectors = self.embedder.encode_pixels(torch.stack([item.pixels for item in unique.values()]))
-        except Exception as err:
-            if len(unique) == 1:
-                for item in batch:
-                    self._drop(
-                        BadFile(item.entry.path, f"embedding failed: {type(err).__name__}: {err}"), writer, report
-                    )
-                return
-            for sha in unique:
-                self._flush_images([item for item in batch if item.sha256 == sha], writer, report)
-            return
-        images = [EmbeddedImage(sha, item.width, item.height, v) for (sha, item), v in zip(unique.items(), vectors)]
-        writer.submit(self.store.add_images, images)
-        writer.submit(self.store.link_files, [(item.entry, item.sha256) for item in batch])
-        report.added += len(batch)
+        vectors = batch_or_each(
+            lambda items: self.embedder.encode_pixels(torch.stack([item.pixels for item in items])),
+            list(unique.values()),
+        )
+        failed = {sha: out for sha, out in zip(unique, vectors) if isinstance(out, Exception)}
+        for item in batch:
+            if item.sha256 in failed:
+                err = failed[item.sha256]
+                self._drop(BadFile(item.entry.path, f"embedding failed: {type(err).__name__}: {err}"), writer, report)
+        images = [
+            EmbeddedImage(sha, item.width, item.height, v)
+            for (sha, item), v in zip(unique.items(), vectors)
+            if sha not in failed
+        ]
+        linked = [(item.entry, item.sha256) for item in batch if item.sha256 not in failed]
+        if images:
+            writer.submit(self.store.add_images, images)
+            writer.submit(self.store.link_files, linked)
+        report.added += len(linked)
 
     def _segment_pending(self, report: IndexReport, progress: ProgressFn | None, stop: threading.Event | None) -> bool:
         """Stage 2: segment every embedded image that has no segments yet; the crops of several images
@@ -361,17 +364,18 @@ class Index:
     ) -> list[tuple[str, list[Segment], torch.Tensor]]:
         """Segment images together and cut their crops; when that fails, each image alone, so that only
         the culprit is recorded (it stays pending, and is tried again by the next run)."""
-        try:
-            out = []
-            masks = segment_images(self.segmenter, [im.pixels for _, im in group], self.settings)
-            for (sha, im), segments in zip(group, masks):
-                out.append((sha, segments, self.embedder.segment_pixels(im.pixels, segments)))
-        except Exception as err:
-            if len(group) > 1:
-                return [item for one in group for item in self._segment_group([one], paths, report)]
-            reason = f"segmentation failed: {type(err).__name__}: {err}"
-            report.failed += [BadFile(path, reason) for path in paths.get(group[0][0], [])]
-            return []
+
+        def segment(items: list[tuple[str, LoadedImage]]) -> list[tuple[str, list[Segment], torch.Tensor]]:
+            masks = segment_images(self.segmenter, [im.pixels for _, im in items], self.settings)
+            return [(sha, segs, self.embedder.segment_pixels(im.pixels, segs)) for (sha, im), segs in zip(items, masks)]
+
+        out = []
+        for (sha, _), done in zip(group, batch_or_each(segment, group)):
+            if isinstance(done, Exception):
+                reason = f"segmentation failed: {type(done).__name__}: {done}"
+                report.failed += [BadFile(path, reason) for path in paths.get(sha, [])]
+            else:
+                out.append(done)
         report.segmented += len(out)
         return out
 
@@ -383,24 +387,25 @@ class Index:
         report: IndexReport,
     ) -> None:
         """Embed the crops of several images at once and queue the writes (image by image on failure)."""
-        try:
-            vectors = self.embedder.encode_pixels(torch.cat([crops for _, _, crops in waiting]))
-        except Exception as err:
-            if len(waiting) > 1:
-                for one in waiting:
-                    self._flush_segments([one], writer, paths, report)
-                return
-            reason = f"embedding segments failed: {type(err).__name__}: {err}"
-            report.failed += [BadFile(path, reason) for path in paths.get(waiting[0][0], [])]
-            report.segmented -= 1
+
+        def embed(items: list[tuple[str, list[Segment], torch.Tensor]]) -> list[np.ndarray]:
+            vectors = self.embedder.encode_pixels(torch.cat([crops for _, _, crops in items]))
+            ends = np.cumsum([len(segments) for _, segments, _ in items])
+            return np.split(vectors, ends[:-1])
+
+        images = []
+        for (sha, segments, _), vectors in zip(waiting, batch_or_each(embed, waiting)):
+            if isinstance(vectors, Exception):
+                reason = f"embedding segments failed: {type(vectors).__name__}: {vectors}"
+                report.failed += [BadFile(path, reason) for path in paths.get(sha, [])]
+                report.segmented -= 1
+            else:
+                images.append(SegmentedImage(sha, segments, vectors))
+        if not images:
             return
-        images, start = [], 0
-        for sha, segments, _ in waiting:
-            images.append(SegmentedImage(sha, segments, vectors[start : start + len(segments)]))
-            start += len(segments)
         writer.submit(self.store.add_segments, images)
         # an earlier run's failure for these images (a segmentation that now worked) is over
-        writer.submit(self.catalog.clear_errors, [path for sha, _, _ in waiting for path in paths.get(sha, [])])
+        writer.submit(self.catalog.clear_errors, [path for image in images for path in paths.get(image.sha256, [])])
 
     def _load_any(self, paths: list[str], sha: str) -> tuple[LoadedImage | None, list[BadFile]]:
         """Decode the first path that still holds these bytes (see irs.load.load_any)."""

@@ -241,6 +241,27 @@ def test_an_image_the_segmenter_fails_on_stays_pending_and_is_listed(test_settin
         assert index.add_folder(folder).segmented == 1 and reasons(index) == {}
 
 
+def test_an_image_whose_segment_crops_the_model_fails_on_is_listed_and_the_rest_stored(index, tmp_path, monkeypatch):
+    folder = tmp_path / "photos"
+    write_folder(folder, 4, seed=15, side=96)
+    Image.new("RGB", (96, 96), (0, 0, 0)).save(folder / "black.png")
+    index.add_folder(folder, segment=False)
+    real, calls = index.embedder.encode_pixels, []
+
+    def fails_on_black_crops(pixels):  # a crop of the black image is black and grey: nothing above 0
+        calls.append(len(pixels))
+        if any(float(p.max()) <= 0 for p in pixels):
+            raise RuntimeError("out of memory")
+        return real(pixels)
+
+    monkeypatch.setattr(index.embedder, "encode_pixels", fails_on_black_crops)
+    report = index.add_folder(folder)
+    assert len(calls) > 5  # the whole batch first, then image by image
+    assert report.segmented == 4
+    assert reasons(index) == {"black.png": "embedding segments failed: RuntimeError: out of memory"}
+    assert index.stats().segmented == 4 and index.check().ok
+
+
 def test_allowed_roots_refuse_folders_and_links_that_leave_them(test_settings, tmp_path):
     allowed, outside = tmp_path / "Allowed", tmp_path / "elsewhere"
     write_folder(allowed, 2, seed=13, side=96)
