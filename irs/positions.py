@@ -92,6 +92,15 @@ class Positions:
         start, end = np.searchsorted(self.keys, [number << IDX_BITS, (number + 1) << IDX_BITS])
         return range(int(start), int(end))
 
+    def image_spans(self, shas: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each image's first row and the row after its last, for many images in one step (start == end:
+        it has no segments)."""
+        numbers = np.array([self.numbers.get(sha, -1) for sha in shas], np.int64)
+        starts = np.searchsorted(self.keys, numbers << IDX_BITS)
+        ends = np.searchsorted(self.keys, (numbers + 1) << IDX_BITS)
+        unknown = numbers < 0
+        return np.where(unknown, 0, starts), np.where(unknown, 0, ends)
+
     def counts(self, shas: list[str]) -> dict[str, int]:
         """sha256 -> how many segments the catalog lists for it."""
         return {sha: len(self.image_rows(sha)) for sha in shas}

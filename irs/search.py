@@ -379,7 +379,7 @@ def rank(
     for _ in range(MAX_ROUNDS):
         rounds += 1
         gathered = _gather(store, parsed, vectors, pools, settings)
-        candidates = _bound(parsed, gathered, settings, has_negatives=bool(vectors.negatives))
+        candidates = _bound(parsed, gathered, settings)
         top = _refine(store, parsed, vectors, settings, candidates, k)
         if _decided(top, _unseen_bound(parsed, gathered, settings), k) or pools.complete:
             break
@@ -413,6 +413,8 @@ class Gathered:
     # Per phrase, the median similarity of its pool (NaN when empty): the level of typical segments, for confidence.
     typical: list[float] = field(default_factory=list)
     image_typical: float = math.nan  # the same for the image pool
+    # Per phrase with a position: image -> the best position fit among all its segments (see _fit_caps).
+    fit_caps: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -422,8 +424,11 @@ class ImageCandidate:
     sha256: str
     image_sim: float
     hits: list[list[PoolHit]]  # per phrase: this image's segments in that phrase's pool
+    known: list[float | None]  # per phrase: the best phrase score among its hits (None: no hit)
+    floors: list[float | None]  # per phrase: no segment of it outside the pool scores higher (None: none is)
     bound: float  # no exact score of this image is higher (inf: cannot be decided, so it is scored exactly)
     scored: Scored | None = None
+    hits_tried: bool = False  # whether its pool hits were tried for its exact score (they may not decide it)
 
     @property
     def ceiling(self) -> float:
@@ -455,7 +460,35 @@ def _gather(store: Store, parsed: ParsedQuery, vectors: QueryVectors, pools: Poo
     for sha, vec in store.vectors.image_vectors([s for s in shas if s not in image_sims]).items():
         image_sims[sha] = float(vec @ vectors.whole)
     kept = {sha: image_sims[sha] for sha in shas if sha in image_sims}
-    return Gathered(kept, hits, best, image_floor, floors, typical, image_typical)
+    caps = _fit_caps(store, parsed, list(kept), settings)
+    return Gathered(kept, hits, best, image_floor, floors, typical, image_typical, caps)
+
+
+def _fit_caps(store: Store, parsed: ParsedQuery, shas: list[str], settings: Settings) -> list[dict[str, float]]:
+    """Per phrase with a position, per image with segments: the best position fit among all its segments,
+    from the positions in memory. An image's segments outside a phrase's pool are no more similar than the
+    pool's floor, so none of them scores above floor + weight_position * (cap - 1): for a positional phrase
+    a much tighter bound than the floor alone, and often enough for the pool hits to decide the image."""
+    caps: list[dict[str, float]] = [{} for _ in parsed.phrases]
+    positioned = [i for i, p in enumerate(parsed.phrases) if p.position is not None]
+    if not positioned or not shas or settings.weight_position <= 0 or settings.weight_segment <= 0:
+        return caps
+    positions = store.current_positions()
+    starts, ends = positions.image_spans(shas)
+    has = ends > starts  # an image without segments keeps the floor
+    if not has.any():
+        return caps
+    starts, ends = starts[has], ends[has]
+    lengths = ends - starts
+    # every row of those images, image after image, and where each image's rows begin
+    rows = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    firsts = np.cumsum(lengths) - lengths
+    centroids = (positions.columns[rows, 4], positions.columns[rows, 5])
+    with_segments = [sha for sha, h in zip(shas, has.tolist()) if h]
+    for i in positioned:
+        best = np.maximum.reduceat(position_fit(parsed.phrases[i].position, centroids), firsts)
+        caps[i] = dict(zip(with_segments, best.tolist()))
+    return caps
 
 
 def _phrase_pool(store: Store, vec: np.ndarray, pools: Pools) -> tuple[list[SegmentHit], float | None, float]:
@@ -468,19 +501,21 @@ def _phrase_pool(store: Store, vec: np.ndarray, pools: Pools) -> tuple[list[Segm
     return found, floor, middle
 
 
-def _bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings, has_negatives: bool) -> list[ImageCandidate]:
-    """Stage 2: every image found, with an upper bound from its pool hits and the pools' floors, and its
-    exact score where the hits already decide it (nothing to fetch). With negative terms every image's
-    own vector is needed, so none is scored here."""
+def _bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings) -> list[ImageCandidate]:
+    """Stage 2: every image found, with an upper bound from its pool hits and the pools' floors (for a
+    positional phrase, lowered by the best fit among the image's segments: `_fit_caps`)."""
     candidates = []
     for sha, image_sim in gathered.image_sims.items():
         hits = [by_image.get(sha, []) for by_image in gathered.hits]
         known = [best.get(sha) for best in gathered.best]
-        value = _bound_from(parsed, known, gathered.floors, image_sim, settings)
-        cand = ImageCandidate(sha, image_sim, hits, value if math.isfinite(value) else math.inf)
-        if not has_negatives:
-            cand.scored = _score_from_hits(parsed, cand, known, gathered.floors, settings)
-        candidates.append(cand)
+        floors = [
+            floor if floor is None or sha not in caps else floor + settings.weight_position * (caps[sha] - 1)
+            for floor, caps in zip(gathered.floors, gathered.fit_caps)
+        ]
+        value = _bound_from(parsed, known, floors, image_sim, settings)
+        candidates.append(
+            ImageCandidate(sha, image_sim, hits, known, floors, value if math.isfinite(value) else math.inf)
+        )
     return candidates
 
 
@@ -514,10 +549,9 @@ def _bound_from(
     return _upper_bound(parsed, unit, image_sim, settings)
 
 
-def _score_from_hits(
-    parsed: ParsedQuery, cand: ImageCandidate, known: list[float | None], floors: list[float | None], settings: Settings
-) -> Scored | None:
+def _score_from_hits(parsed: ParsedQuery, cand: ImageCandidate, settings: Settings) -> Scored | None:
     """The exact score of an image without negative terms when its pool hits decide it, else None."""
+    known, floors = cand.known, cand.floors
     if settings.weight_segment <= 0:
         return _whole_image_only(cand.image_sim, 0.0, settings)
     # a relation needs every pair of segments; a phrase whose best hit is below its pool's floor may have
@@ -543,18 +577,27 @@ def _refine(
     candidates: list[ImageCandidate],
     k: int,
 ) -> list[ImageCandidate]:
-    """Stage 3: the top k candidates, all scored exactly. Candidates whose bound could still reach the top k
-    are fetched and scored until the k best ceilings are exact scores; each round scores at least one more
-    candidate, so this ends within len(candidates) rounds."""
+    """Stage 3: the top k candidates, all scored exactly. The best ceilings are scored from their pool hits
+    where those decide them (no fetch; without negative terms, whose similarities need each image's own
+    vector); then candidates whose bound could still reach the top k are fetched and scored, until the k
+    best ceilings are exact scores. Each round scores or tries at least one more candidate, so this ends."""
+    batch = max(4 * k, 32)
     while True:
         ordered = sorted(candidates, key=_by_ceiling)
         waiting = [c for c in ordered[:k] if c.scored is None]
         if not waiting:
             return ordered[:k]
+        # only images that may reach the top are scored: most of those found never are
+        untried = [c for c in ordered[:batch] if c.scored is None and not c.hits_tried]
+        if untried and not vectors.negatives:
+            for cand in untried:
+                cand.hits_tried = True
+                cand.scored = _score_from_hits(parsed, cand, settings)
+            continue
         exact = sorted((c.scored.fused for c in candidates if c.scored is not None), reverse=True)
         kth = exact[k - 1] if len(exact) >= k else -np.inf
         # everything that could still reach the top k, in one fetch
-        todo = [c for c in ordered if c.scored is None and c.bound >= kth][: max(4 * k, 32)]
+        todo = [c for c in ordered if c.scored is None and c.bound >= kth][:batch]
         _score_fetched(store, parsed, vectors, settings, todo or waiting)
 
 

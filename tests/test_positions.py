@@ -80,3 +80,14 @@ def test_searches_after_a_replacement_use_the_new_positions(index, scenes_folder
     again = index.search("a red circle", k=8)
     match = next(r for r in again if r.sha256 == before.sha256)
     assert match.segment.centroid == (0.85, 0.85)
+
+
+def test_image_spans_are_the_rows_of_each_image(index, scenes_folder):
+    index.add_folder(scenes_folder)
+    table = index.store.current_positions()
+    shas = [*table.shas, "0" * 64, table.shas[0]]  # an unknown image and a repeat
+    starts, ends = table.image_spans(shas)
+    for sha, start, end in zip(shas, starts.tolist(), ends.tolist()):
+        rows = table.image_rows(sha)
+        assert (start, end) == ((rows.start, rows.stop) if len(rows) else (start, start))
+    assert ends[-2] == starts[-2]
