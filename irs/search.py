@@ -18,11 +18,13 @@ weight_segment * best-segment similarity.
 `rank` is a loop of named stages. Gather: candidates come from vector queries only, never a scan of
 all segments: the nearest `image_pool` images for the whole query and the nearest `segment_pool`
 segments for each phrase. Bound: each candidate gets an upper bound from those pools (a position or
-relation fit never adds), and an exact score where its pool hits already decide it. Refine: candidates
-whose bound could reach the top k have all their segments fetched and scored exactly, until the top k
-are exact. Decided?: when an image outside every pool could still beat the k-th score (its bound is
-made of the pools' lowest similarities), grow: the pools grow and the ranking is redone. The top k are
-therefore the true top k.
+relation fit never adds; a positional phrase's floor is lowered by the best fit among the image's own
+segments). Refine: the best ceilings are scored exactly, from their pool hits where those decide them,
+else with all their segments fetched, until the top k are exact. Decided?: when an image outside every
+pool could still beat the k-th score (its bound is made of the pools' lowest similarities), grow: the
+pools grow and the ranking is redone. The top k are therefore the true top k of what the vector queries
+can see: Chroma's HNSW is approximate, and on a large collection a segment it misses can beat a pool's
+floor (bench/search_latency.py measures how often).
 
 Every result and every phrase match then gets a confidence (irs.confidence): its similarity read against the
 median of the phrase's final pool (what the phrase finds in typical segments here), capped by its position
