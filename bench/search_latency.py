@@ -32,7 +32,7 @@ from irs.geometry import rle_encode  # noqa: E402
 from irs.index import Index  # noqa: E402
 from irs.query import parse_query  # noqa: E402
 from irs.records import EmbeddedImage, FileEntry, Segment, SegmentedImage  # noqa: E402
-from irs.search import embed_query, rank, score_image  # noqa: E402
+from irs.search import embed_query, rank, scan  # noqa: E402
 from irs.settings import load_settings  # noqa: E402
 
 SEGMENTS_PER_IMAGE = 10
@@ -147,32 +147,16 @@ def measure(index: Index, texts: list[str], k: int) -> dict[str, float]:
 
 
 def exactness(index: Index, texts: list[str], k: int) -> tuple[float, float]:
-    """How close the top k are to scoring every image (brute force, irs.search.score_image over all of each
-    image's segments): the share of the true top k found, and the share of queries whose top k is exactly
-    the true one. The ranking is exact given what Chroma's HNSW returns; HNSW is approximate, so a segment
-    it misses can be better than a pool's floor. Reads every vector once (10k images: a few seconds)."""
-    store, settings = index.store, index.settings
-    shas = list(store.current_positions().shas)
-    segments: dict[str, list] = {}
-    for start in range(0, len(shas), 500):
-        for sha, seg, vec in store.segment_vectors(shas[start : start + 500]):
-            segments.setdefault(sha, []).append((seg, vec))
-    images: dict[str, np.ndarray] = {}
-    for start in range(0, len(shas), 2000):
-        images.update(store.vectors.image_vectors(shas[start : start + 2000]))
+    """How close the top k are to scoring every image (brute force, irs.search.scan): the share of the true
+    top k found, and the share of queries whose top k is exactly the true one. The ranking is exact given
+    what Chroma's HNSW returns; HNSW is approximate, so a segment it misses can be better than a pool's floor.
+    Reads every vector once (10k images: a few seconds), then scores every image for every query."""
+    shas = list(index.store.current_positions().shas)
+    parsed = [parse_query(text) for text in texts]
+    truths = scan(index.store, [(p, embed_query(index.embedder, p)) for p in parsed], index.settings, shas)
     found = exact = 0
-    for text in texts:
-        parsed = parse_query(text)
-        vectors = embed_query(index.embedder, parsed)
-        phrases = np.stack(vectors.phrases).T
-        scores = []
-        for sha, pairs in segments.items():
-            if sha in images:
-                sims = np.stack([v for _, v in pairs]) @ phrases
-                image_sim = float(images[sha] @ vectors.whole)
-                scored = score_image(parsed, [seg for seg, _ in pairs], sims, image_sim, 0.0, settings)
-                scores.append((-scored.fused, sha))
-        truth = [sha for _, sha in sorted(scores)[:k]]
+    for text, scored in zip(texts, truths):
+        truth = [sha for sha, _ in scored[:k]]
         got = [r.sha256 for r in index.search(text, k)]
         found += len(set(got) & set(truth))
         exact += got == truth

@@ -212,13 +212,8 @@ class Models:
                 d.segments, cropped[id(d)] = out
                 cut_ok.append(d)
 
-        def embed(batch: list[Done]) -> list[np.ndarray]:
-            import torch
-
-            vectors = self.embedder.encode_pixels(torch.cat([cropped[id(d)] for d in batch]))
-            return np.split(vectors, np.cumsum([len(d.segments) for d in batch])[:-1])
-
-        for d, out in zip(cut_ok, batch_or_each(embed, cut_ok)):
+        embedded = batch_or_each(lambda batch: self.embedder.encode_groups([cropped[id(d)] for d in batch]), cut_ok)
+        for d, out in zip(cut_ok, embedded):
             if isinstance(out, Exception):
                 d.segments = None
                 d.segment_error = f"embedding segments failed: {type(out).__name__}: {out}"

@@ -59,6 +59,12 @@ class Embedder:
                 out.append(_normalise(self.clip.model.encode_image(chunk.to(self.clip.device, non_blocking=True))))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
+    def encode_groups(self, groups: list[torch.Tensor]) -> list[np.ndarray]:
+        """Embed several images' crops (one preprocessed NCHW tensor per image) in one batch; one array of
+        vectors per image, in order."""
+        vectors = self.encode_pixels(torch.cat(groups))
+        return np.split(vectors, np.cumsum([len(group) for group in groups])[:-1])
+
     def texts(self, texts: list[str]) -> np.ndarray:
         """Embed query texts; over-long ones are truncated to the model's context, with a warning."""
         with self._text_cache_lock:

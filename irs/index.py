@@ -387,14 +387,9 @@ class Index:
         report: IndexReport,
     ) -> None:
         """Embed the crops of several images at once and queue the writes (image by image on failure)."""
-
-        def embed(items: list[tuple[str, list[Segment], torch.Tensor]]) -> list[np.ndarray]:
-            vectors = self.embedder.encode_pixels(torch.cat([crops for _, _, crops in items]))
-            ends = np.cumsum([len(segments) for _, segments, _ in items])
-            return np.split(vectors, ends[:-1])
-
+        embedded = batch_or_each(lambda items: self.embedder.encode_groups([crops for _, _, crops in items]), waiting)
         images = []
-        for (sha, segments, _), vectors in zip(waiting, batch_or_each(embed, waiting)):
+        for (sha, segments, _), vectors in zip(waiting, embedded):
             if isinstance(vectors, Exception):
                 reason = f"embedding segments failed: {type(vectors).__name__}: {vectors}"
                 report.failed += [BadFile(path, reason) for path in paths.get(sha, [])]

@@ -86,24 +86,14 @@ class Positions:
 
     def image_rows(self, sha: str) -> range:
         """An image's rows, by index (empty when it has none)."""
-        number = self.numbers.get(sha)
-        if number is None:
-            return range(0)
-        start, end = np.searchsorted(self.keys, [number << IDX_BITS, (number + 1) << IDX_BITS])
-        return range(int(start), int(end))
+        starts, ends = self.image_spans([sha])
+        return range(int(starts[0]), int(ends[0]))
 
     def image_spans(self, shas: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Each image's first row and the row after its last, for many images in one step (start == end:
-        it has no segments)."""
+        """Each image's first row and the row after its last, for many images in one step (equal when it has
+        none; an image the catalog does not list counts as number -1, before every key)."""
         numbers = np.array([self.numbers.get(sha, -1) for sha in shas], np.int64)
-        starts = np.searchsorted(self.keys, numbers << IDX_BITS)
-        ends = np.searchsorted(self.keys, (numbers + 1) << IDX_BITS)
-        unknown = numbers < 0
-        return np.where(unknown, 0, starts), np.where(unknown, 0, ends)
-
-    def counts(self, shas: list[str]) -> dict[str, int]:
-        """sha256 -> how many segments the catalog lists for it."""
-        return {sha: len(self.image_rows(sha)) for sha in shas}
+        return np.searchsorted(self.keys, numbers << IDX_BITS), np.searchsorted(self.keys, (numbers + 1) << IDX_BITS)
 
 
 class PositionTable:

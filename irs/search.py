@@ -391,6 +391,39 @@ def rank(
     return _results(store, parsed, top, gathered, settings)
 
 
+def scan(
+    store: Store,
+    queries: list[tuple[ParsedQuery, QueryVectors]],
+    settings: Settings,
+    shas: list[str],
+    chunk: int = 500,
+) -> list[list[tuple[str, float]]]:
+    """Per query, every given image scored exactly from all its segments, best first (ties by sha256): no
+    pools and no bounds, so its cost grows with the collection. It is what `rank` is measured against (the
+    tests, bench/search_latency.py); the vectors are read once for all the queries. An image without segments
+    is scored as one whole-image segment; one without a readable image vector is left out, as `rank` does."""
+    queries = [(p, v) if p.phrases else _whole_query_as_phrase(p, v) for p, v in queries]
+    phrase_matrices = [np.stack(vectors.phrases).T for _, vectors in queries]
+    scored: list[list[tuple[str, float]]] = [[] for _ in queries]
+    for start in range(0, len(shas), chunk):  # reads of a bounded size, however large the collection
+        part = shas[start : start + chunk]
+        image_vecs = store.vectors.image_vectors(part)
+        segments: dict[str, list[tuple[Segment, np.ndarray]]] = {sha: [] for sha in part}
+        for sha, seg, vec in store.segment_vectors(part):
+            segments[sha].append((seg, vec))
+        for sha in part:
+            if sha not in image_vecs:
+                continue
+            pairs = segments[sha] or [(WHOLE_IMAGE, image_vecs[sha])]
+            image_segments, stacked, image_vec = [s for s, _ in pairs], np.stack([v for _, v in pairs]), image_vecs[sha]
+            for (parsed, vectors), phrases, out in zip(queries, phrase_matrices, scored):
+                negative = sum(n.weight * float(v @ image_vec) for n, v in zip(parsed.negatives, vectors.negatives))
+                image_sim = float(image_vec @ vectors.whole)
+                exact = score_image(parsed, image_segments, stacked @ phrases, image_sim, negative, settings)
+                out.append((sha, exact.fused))
+    return [sorted(out, key=lambda item: _descending(item[1], item[0])) for out in scored]
+
+
 def _whole_query_as_phrase(parsed: ParsedQuery, vectors: QueryVectors) -> tuple[ParsedQuery, QueryVectors]:
     """The query with its whole text as its one phrase."""
     parsed = ParsedQuery(parsed.text, (Phrase(parsed.text),), (), parsed.negatives, parsed.weighted, parsed.terms)
@@ -480,11 +513,10 @@ def _fit_caps(store: Store, parsed: ParsedQuery, shas: list[str], settings: Sett
     has = ends > starts  # an image without segments keeps the floor
     if not has.any():
         return caps
-    starts, ends = starts[has], ends[has]
-    lengths = ends - starts
-    # every row of those images, image after image, and where each image's rows begin
-    rows = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    starts, lengths = starts[has], (ends - starts)[has]
+    # every row of those images, image after image, and where each image's rows begin in that list
     firsts = np.cumsum(lengths) - lengths
+    rows = np.repeat(starts - firsts, lengths) + np.arange(lengths.sum())
     centroids = (positions.columns[rows, 4], positions.columns[rows, 5])
     with_segments = [sha for sha, h in zip(shas, has.tolist()) if h]
     for i in positioned:

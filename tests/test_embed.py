@@ -2,6 +2,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from irs.embed import Embedder
@@ -100,6 +101,16 @@ def test_segments_embed_to_unit_vectors(clip):
     mask[10:30, 5:50] = True
     vecs = Embedder(clip).segments(pixels, [_segment(mask, (5 / 64, 10 / 64, 50 / 64, 30 / 64))] * 3)
     assert vecs.shape == (3, 32) and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
+
+
+def test_crops_of_several_images_embed_together_as_each_alone(clip):
+    emb = Embedder(clip)
+    rng = torch.Generator().manual_seed(0)
+    groups = [torch.randn((n, 3, emb.size, emb.size), generator=rng) for n in (3, 0, 2)]
+    together = emb.encode_groups(groups)
+    assert [len(v) for v in together] == [3, 0, 2]
+    for group, vectors in zip(groups, together):
+        assert np.allclose(vectors, emb.encode_pixels(group), atol=1e-5)
 
 
 def test_unknown_background_is_refused(clip):

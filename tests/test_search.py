@@ -1,6 +1,5 @@
 """Ranking: the fused score, the top k exact even when candidates come from small pools."""
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,9 +8,9 @@ from hypothesis import strategies as st
 
 from irs.index import Index
 from irs.models import WeightsError
-from irs.query import Phrase, parse_query
+from irs.query import parse_query
 from irs.records import Segment
-from irs.search import WHOLE_IMAGE, QueryVectors, embed_query, rank, score_image, soft_and
+from irs.search import embed_query, rank, scan, score_image, soft_and
 from irs.segment import make_segmenter
 from irs.synthetic import write_folder
 
@@ -25,24 +24,7 @@ def brute_force(index: Index, text: str, settings) -> list[tuple[str, float]]:
     """Every indexed image scored exactly from all its segments (no pools, no bounds), best first: what the
     top k of a search must agree with. An image without segments is scored as one whole-image segment."""
     parsed = parse_query(text)
-    vectors = embed_query(index.embedder, parsed)
-    if not parsed.phrases:  # nothing parsed: the whole query is the one phrase (see irs.search)
-        parsed = replace(parsed, phrases=(Phrase(parsed.text),), relations=())
-        vectors = QueryVectors(vectors.whole, [vectors.whole], vectors.negatives)
-    shas = indexed_shas(index)
-    image_vecs = index.store.vectors.image_vectors(shas)
-    segments: dict[str, list] = {sha: [] for sha in shas}
-    for sha, seg, vec in index.store.segment_vectors(shas):
-        segments[sha].append((seg, vec))
-    scored = []
-    for sha in shas:
-        pairs = segments[sha] or [(WHOLE_IMAGE, image_vecs[sha])]
-        sims = np.stack([v for _, v in pairs]) @ np.stack(vectors.phrases).T
-        negative = sum(n.weight * float(v @ image_vecs[sha]) for n, v in zip(parsed.negatives, vectors.negatives))
-        image_sim = float(image_vecs[sha] @ vectors.whole)
-        s = score_image(parsed, [seg for seg, _ in pairs], sims, image_sim, negative, settings)
-        scored.append((sha, s.fused))
-    return sorted(scored, key=lambda t: (-t[1], t[0]))
+    return scan(index.store, [(parsed, embed_query(index.embedder, parsed))], settings, indexed_shas(index))[0]
 
 
 QUERIES = [
