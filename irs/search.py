@@ -43,7 +43,7 @@ import functools
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -70,6 +70,8 @@ WEIGHT_SETTINGS = (
     "weight_negative",
     "weight_all",
 )
+# a number, or an array of one number per image (the bounds of many images at once)
+Value = TypeVar("Value", float, np.ndarray)
 MAX_ROUNDS = 64  # pools grow 4x a round up to the collection's size, so ~log4(size) rounds; this is a guard
 
 
@@ -110,19 +112,22 @@ def _relative(weights: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(w / total for w in scaled)
 
 
-def weighted_mean(weights: list[float], values: list[float]) -> float:
-    """The mean of values under relative weights (see relative_weights)."""
-    return float(sum(w * float(v) for w, v in zip(_relative(tuple(float(w) for w in weights)), values)))
+def weighted_mean(weights: list[float], values: list[Value]) -> Value:
+    """The mean of values under relative weights (see relative_weights). Values are numbers, or arrays of
+    one value per image (bounds of many images at once) with the same arithmetic."""
+    total = sum(w * v for w, v in zip(_relative(tuple(float(w) for w in weights)), values))
+    return total if isinstance(total, np.ndarray) else float(total)
 
 
-def soft_and(weights: list[float], values: list[float], weight_all: float) -> float:
+def soft_and(weights: list[float], values: list[Value], weight_all: float) -> Value:
     """(1 - weight_all) * weighted mean + weight_all * min of the values: every value must be high for the
     result to be. Never falls as any value rises, so bounds made of value bounds stay bounds."""
     mean = weighted_mean(weights, values)
     if weight_all <= 0 or len(values) < 2:
         return mean
     share = min(weight_all, 1.0)
-    return (1 - share) * mean + share * min(values)
+    both = (1 - share) * mean + share * functools.reduce(np.minimum, values)
+    return both if isinstance(both, np.ndarray) else float(both)
 
 
 def _descending(value: float, sha: str) -> tuple[float, str]:
@@ -337,8 +342,10 @@ def _greedy_rows(scores: np.ndarray, phrases: list[int], boxes: np.ndarray) -> l
     return [rows[p] for p in phrases]
 
 
-def _upper_bound(parsed: ParsedQuery, unit_bounds: dict[int, float], image_sim: float, settings: Settings) -> float:
-    """A score no image can beat given per-phrase similarity bounds (fits only ever subtract)."""
+def _upper_bound(
+    parsed: ParsedQuery, unit_bounds: dict[int, np.ndarray], image_sims: np.ndarray, settings: Settings
+) -> np.ndarray:
+    """Per image, a score it cannot beat given per-phrase similarity bounds (fits only ever subtract)."""
     values, weights = [], []
     for unit in _units(parsed):
         kind, i = unit
@@ -349,9 +356,9 @@ def _upper_bound(parsed: ParsedQuery, unit_bounds: dict[int, float], image_sim: 
             pair = [unit_bounds[rel.subject], unit_bounds[rel.object]]
             values.append(soft_and([1.0, 1.0], pair, settings.weight_all))
         weights.append(_unit_weight(parsed, unit))
-    objects = soft_and(weights, values, settings.weight_all) if values else image_sim
+    objects = soft_and(weights, values, settings.weight_all) if values else image_sims
     negative_room = settings.weight_negative * sum(n.weight for n in parsed.negatives)  # sim >= -1
-    return settings.weight_image * image_sim + settings.weight_segment * objects + negative_room
+    return settings.weight_image * image_sims + settings.weight_segment * objects + negative_room
 
 
 def rank(
@@ -537,20 +544,31 @@ def _phrase_pool(store: Store, vec: np.ndarray, pools: Pools) -> tuple[list[Segm
 
 def _bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings) -> list[ImageCandidate]:
     """Stage 2: every image found, with an upper bound from its pool hits and the pools' floors (for a
-    positional phrase, lowered by the best fit among the image's segments: `_fit_caps`)."""
-    candidates = []
-    for sha, image_sim in gathered.image_sims.items():
-        hits = [by_image.get(sha, []) for by_image in gathered.hits]
-        known = [best.get(sha) for best in gathered.best]
-        floors = [
-            floor if floor is None or sha not in caps else floor + settings.weight_position * (caps[sha] - 1)
-            for floor, caps in zip(gathered.floors, gathered.fit_caps)
-        ]
-        value = _bound_from(parsed, known, floors, image_sim, settings)
-        candidates.append(
-            ImageCandidate(sha, image_sim, hits, known, floors, value if math.isfinite(value) else math.inf)
+    positional phrase, lowered by the best fit among the image's segments: `_fit_caps`). The bounds of all
+    images at once, as arrays: per search there are hundreds of candidates."""
+    shas = list(gathered.image_sims)
+    image_sims = np.array([gathered.image_sims[sha] for sha in shas], np.float64)
+    known = [np.array([best.get(sha, np.nan) for sha in shas], np.float64) for best in gathered.best]
+    floors = [
+        np.full(len(shas), np.nan)
+        if floor is None
+        else np.array([floor + settings.weight_position * (caps.get(sha, 1.0) - 1) for sha in shas], np.float64)
+        for floor, caps in zip(gathered.floors, gathered.fit_caps)
+    ]
+    bounds = _bound_from(parsed, known, floors, image_sims, settings).tolist()
+    known_rows = np.stack(known, 1).tolist() if known else [[] for _ in shas]
+    floor_rows = np.stack(floors, 1).tolist() if floors else [[] for _ in shas]
+    return [
+        ImageCandidate(
+            sha,
+            float(image_sims[n]),
+            [by_image.get(sha, []) for by_image in gathered.hits],
+            [None if v != v else v for v in known_rows[n]],  # NaN: no hit, no floor
+            [None if v != v else v for v in floor_rows[n]],
+            bounds[n],
         )
-    return candidates
+        for n, sha in enumerate(shas)
+    ]
 
 
 def _best_by_image(phrase: Phrase, found: list[SegmentHit], weight_position: float) -> dict[str, float]:
@@ -570,17 +588,19 @@ def _best_by_image(phrase: Phrase, found: list[SegmentHit], weight_position: flo
 
 
 def _bound_from(
-    parsed: ParsedQuery, known: list[float | None], floors: list[float | None], image_sim: float, settings: Settings
-) -> float:
-    """The upper bound of an image: per phrase its best known hit or the pool's floor, whichever is higher
-    (1.0 where neither is known: its segments were never seen)."""
-    unit = {}
-    for i, (best, floor) in enumerate(zip(known, floors)):
-        options = [v for v in (best, floor) if v is not None]
-        unit[i] = max(options) if options else 1.0
+    parsed: ParsedQuery, known: list[np.ndarray], floors: list[np.ndarray], image_sims: np.ndarray, settings: Settings
+) -> np.ndarray:
+    """The upper bounds of images (one per entry of `image_sims`): per phrase its best known hit or the
+    pool's floor, whichever is higher (NaN: none), 1.0 where neither is known (its segments were never
+    seen). A bound that is not finite is inf: that image cannot be decided, so it is scored exactly."""
+    unit = {
+        i: np.where(np.isnan(best) & np.isnan(floor), 1.0, np.fmax(best, floor))
+        for i, (best, floor) in enumerate(zip(known, floors))
+    }
     if settings.weight_segment <= 0:
-        unit = dict.fromkeys(unit, image_sim)
-    return _upper_bound(parsed, unit, image_sim, settings)
+        unit = dict.fromkeys(unit, image_sims)
+    bounds = _upper_bound(parsed, unit, image_sims, settings)
+    return np.where(np.isfinite(bounds), bounds, np.inf)
 
 
 def _score_from_hits(parsed: ParsedQuery, cand: ImageCandidate, settings: Settings) -> Scored | None:
@@ -644,7 +664,9 @@ def _unseen_bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings) -
     one no more similar than the image pool's floor, with no known hit in any phrase's pool."""
     if gathered.image_floor is None:
         return None
-    return _bound_from(parsed, [None] * len(gathered.floors), gathered.floors, gathered.image_floor, settings)
+    floors = [np.array([np.nan if f is None else f]) for f in gathered.floors]
+    none = [np.array([np.nan])] * len(floors)
+    return float(_bound_from(parsed, none, floors, np.array([gathered.image_floor]), settings)[0])
 
 
 def _decided(top: list[ImageCandidate], unseen_bound: float | None, k: int) -> bool:

@@ -105,6 +105,9 @@ class Settings:
     chroma_host: str = ""  # set to use a Chroma server instead of the local database
     chroma_port: int = 8000
     chroma_retry_seconds: float = 30.0  # how long an unreachable Chroma server is retried before giving up
+    # how widely Chroma's HNSW graph is searched (Chroma's default 100): higher finds more of the true nearest
+    # vectors, so more often the exact top k (bench/search_latency.py measures both), at some cost per query
+    chroma_ef_search: int = 100
     lock_timeout: float = 0.0  # seconds a second indexer waits for the database's writer lock (0: do not wait)
 
     def __post_init__(self) -> None:
@@ -292,6 +295,7 @@ _RULES: dict[str, _Rule] = {
     "chroma_host": _text(),
     "chroma_port": _range(_read_int, 1, 65535),
     "chroma_retry_seconds": _range(_read_float, 0),
+    "chroma_ef_search": _COUNT,
     "lock_timeout": _range(_read_float, 0),
 }
 

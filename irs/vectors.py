@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SEGMENT_CACHE = 20_000  # images whose segment vectors stay in memory for rescoring (LRU)
-HNSW = {"hnsw": {"space": "cosine"}}
 
 
 @dataclass(frozen=True)
@@ -85,13 +84,19 @@ class Vectors:
         self.client = self.retry(lambda: _client(settings, root))
         self.batch_limit: int = self.retry(self.client.get_max_batch_size)
         prefix = f"irs-{db_id[:12]}"
-        self.images = _Retrying(self, self._collection(f"{prefix}-images"))
-        self.segments = _Retrying(self, self._collection(f"{prefix}-segments"))
+        self.images = _Retrying(self, self._collection(f"{prefix}-images", settings.chroma_ef_search))
+        self.segments = _Retrying(self, self._collection(f"{prefix}-segments", settings.chroma_ef_search))
 
-    def _collection(self, name: str) -> Any:
-        return self.retry(
-            lambda: self.client.get_or_create_collection(name, embedding_function=None, configuration=HNSW)
+    def _collection(self, name: str, ef_search: int) -> Any:
+        """Open or create a collection, searched with `ef_search` (a stored property of the collection, so
+        an existing one is changed when the setting differs; it costs nothing to change)."""
+        hnsw = {"space": "cosine", "ef_search": ef_search}
+        collection = self.retry(
+            lambda: self.client.get_or_create_collection(name, embedding_function=None, configuration={"hnsw": hnsw})
         )
+        if (collection.configuration.get("hnsw") or {}).get("ef_search") != ef_search:
+            self.retry(lambda: collection.modify(configuration={"hnsw": {"ef_search": ef_search}}))
+        return collection
 
     def retry(self, call: Callable[[], T]) -> T:
         """Run a Chroma call; while a Chroma *server* is unreachable, retry with backoff for

@@ -111,6 +111,7 @@ def test_choices_accept_what_irs_uses():
         ("load_workers", "-1", "0", "a whole number >= 0"),
         ("image_pool", "-1", "0", "a whole number >= 0"),  # search takes at least k candidates
         ("chroma_port", "65536", "65535", "a whole number >= 1 and <= 65535"),
+        ("chroma_ef_search", "0", "1", "a whole number >= 1"),
         ("decode_timeout", "0", "0.5", "a finite number > 0"),
         ("lock_timeout", "-1", "0", "a finite number >= 0"),
     ],

@@ -4,6 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from irs.index import Index
 from irs.records import Segment, SegmentedImage
 from irs.vectors import segment_from_metadata, segment_metadata
 
@@ -46,3 +47,20 @@ def test_rewriting_an_images_segments_never_serves_the_old_vectors_from_memory(i
     after = list(index.store.segment_vectors([sha]))
     assert [s.index for _, s, _ in after] == [s.index for s in segments]
     assert np.array_equal(np.stack([v for _, _, v in after]), fresh)
+
+
+def test_chroma_ef_search_reaches_both_collections_and_changes_on_an_existing_database(test_settings, scenes_folder):
+    def searched_with(idx: Index) -> set[int]:
+        return {c.configuration["hnsw"]["ef_search"] for c in (idx.store.vectors.images, idx.store.vectors.segments)}
+
+    idx = Index(test_settings.replace(chroma_ef_search=250))
+    idx.add_folder(scenes_folder)
+    before = [r.sha256 for r in idx.search("a red circle on the left", 5)]
+    assert searched_with(idx) == {250}
+    idx.close()
+    idx = Index(test_settings.replace(chroma_ef_search=40))  # the same database, opened to search narrower
+    try:
+        assert searched_with(idx) == {40}
+        assert [r.sha256 for r in idx.search("a red circle on the left", 5)] == before  # a small collection: same
+    finally:
+        idx.close()
