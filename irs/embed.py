@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections import OrderedDict
@@ -22,7 +23,14 @@ log = logging.getLogger(__name__)
 class Embedder:
     """Batched open_clip inference. Vectors come back L2-normalised, float32."""
 
-    def __init__(self, clip: ClipModel, batch_size: int = 64, background: str = "grey", padding: float = 0.1) -> None:
+    def __init__(
+        self,
+        clip: ClipModel,
+        batch_size: int = 64,
+        background: str = "grey",
+        padding: float = 0.1,
+        text_dtype: str = "float32",
+    ) -> None:
         if background not in ("grey", "blur", "keep"):
             raise ValueError(f"setting 'segment_background': {background!r} is not one of grey, blur, keep")
         self.clip = clip
@@ -36,6 +44,9 @@ class Embedder:
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_lock = threading.Lock()  # searches from several threads share the cache
         self._truncates = can_truncate_text(clip.model)
+        self._text_bf16 = text_dtype == "bfloat16"
+        # bf16 queries: a bf16 copy of the text tower alone (the image tower and the index are unchanged)
+        self._text_tower = text_tower_copy(clip.model, torch.bfloat16) if self._text_bf16 and self._truncates else None
 
     @property
     def dim(self) -> int:
@@ -85,7 +96,13 @@ class Embedder:
         return np.stack([found[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
 
     def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The text tower on the query's tokens only, where that gives the same vectors (see below)."""
+        """The text tower on the query's tokens only, where that gives the same vectors (see below); with
+        text_dtype bfloat16, in bf16 (a query's tower is bound by reading its weights: half the bytes)."""
+        if self._text_tower is not None:
+            return encode_text_truncated(self._text_tower, tokens)
+        if self._text_bf16:  # a tower the copy cannot stand in for: bf16 arithmetic on the stock path
+            with torch.autocast(self.clip.device.type, dtype=torch.bfloat16):
+                return self.clip.model.encode_text(tokens)
         if self._truncates:
             return encode_text_truncated(self.clip.model, tokens)
         return self.clip.model.encode_text(tokens)
@@ -180,6 +197,23 @@ def can_truncate_text(model: torch.nn.Module) -> bool:
         return False
     causal = torch.full(mask.shape, float("-inf"), device=mask.device).triu_(1)
     return bool(torch.equal(mask.float(), causal)) and mask.shape[0] == model.positional_embedding.shape[0]
+
+
+TEXT_PARTS = ("transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection", "attn_mask")
+
+
+def text_tower_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of an open_clip CLIP's text tower alone, in `dtype`: what `encode_text_truncated` reads."""
+    tower = torch.nn.Module()
+    for name in TEXT_PARTS:
+        part = copy.deepcopy(getattr(model, name))
+        if isinstance(part, torch.nn.Parameter):
+            tower.register_parameter(name, torch.nn.Parameter(part.detach().to(dtype), requires_grad=False))
+        elif isinstance(part, torch.Tensor):
+            tower.register_buffer(name, part.to(dtype))
+        else:
+            setattr(tower, name, part.to(dtype) if part is not None else None)
+    return tower.eval()
 
 
 def encode_text_truncated(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:

@@ -107,7 +107,7 @@ class Index:
 
                 s = self.settings
                 clip = load_clip(s.clip_model, s.clip_pretrained, s.device)
-                self._embedder = Embedder(clip, s.batch_size, s.segment_background, s.crop_padding)
+                self._embedder = Embedder(clip, s.batch_size, s.segment_background, s.crop_padding, s.text_dtype)
                 self.store.check_dimension(self._embedder.dim)
         return self._embedder
 

@@ -95,6 +95,9 @@ class Settings:
     weight_relation: float = 0.5  # how much a poor relation fit costs a pair of phrases
     weight_negative: float = 0.5  # how much a "-term" costs
     weight_all: float = 0.0  # 0..1: how much the weakest phrase counts besides the mean (a soft AND; irs/search.py)
+    # the query's text tower in bfloat16: about 1.8x faster on a CPU with AVX512-BF16 or AMX (a query is bound
+    # by reading the tower's weights), cosine to the float32 vector >= 0.9999; the index itself is unchanged
+    text_dtype: str = "float32"
     image_pool: int = 100  # candidates from the image collection (at least k: 0 means k)
     segment_pool: int = 400  # candidates from the segment collection (at least k)
 
@@ -289,6 +292,7 @@ _RULES: dict[str, _Rule] = {
     "weight_relation": _WEIGHT,
     "weight_negative": _WEIGHT,
     "weight_all": _range(_read_float, 0, 1),
+    "text_dtype": _choice("float32", "bfloat16"),
     "image_pool": _range(_read_int, 0),  # search takes at least k candidates, so 0 means k
     "segment_pool": _range(_read_int, 0),
     "allowed_roots": _Rule(_read_list, _anything, "is not allowed (must be a list of folders, or text with commas)"),

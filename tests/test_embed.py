@@ -177,3 +177,39 @@ def test_text_towers_that_are_not_causal_keep_the_stock_encoder(clip):
     emb = Embedder(clip)
     emb._truncates = False
     assert np.allclose(emb.texts(["a dog"]), Embedder(clip).texts(["a dog"]), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["irs-tiny", "irs-small"])
+def test_bfloat16_queries_point_where_float32_ones_do_and_leave_images_alone(name):
+    """text_dtype bfloat16 runs a bf16 copy of the text tower only: query vectors within 1e-3 cosine of
+    float32's (each query's own float32 vector the nearest), image vectors bit-identical, the model untouched."""
+    model = load_clip(name, "", "cpu")
+    exact, fast = Embedder(model), Embedder(model, text_dtype="bfloat16")
+    texts = TEXTS_OF_EVERY_LENGTH + ["a red circle on the left", "a dog to the left of a bicycle"]
+    a, b = exact.texts(texts), fast.texts(texts)
+    cosines = (a * b).sum(axis=1)
+    assert cosines.min() > 0.999 and not np.array_equal(a, b)  # bf16 arithmetic did run
+    assert (np.argmax(b @ a.T, axis=1) == np.arange(len(texts))).all()
+    assert next(model.model.transformer.parameters()).dtype == torch.float32
+    images = [Image.new("RGB", (40, 30), c) for c in [(255, 0, 0), (0, 120, 255)]]
+    assert np.array_equal(exact.images(images), fast.images(images))
+
+
+def test_bfloat16_queries_on_a_tower_the_copy_cannot_stand_in_for(clip):
+    """A text tower that is not truncated (not causal) still answers in bf16, through autocast."""
+    exact, fast = Embedder(clip), Embedder(clip, text_dtype="bfloat16")
+    fast._text_tower, fast._truncates = None, False
+    a, b = exact.texts(["a dog", "a red car"]), fast.texts(["a dog", "a red car"])
+    assert ((a * b).sum(axis=1) > 0.999).all()
+
+
+def test_the_text_dtype_setting_reaches_the_indexs_queries(test_settings):
+    from irs.index import Index
+
+    exact, fast = Index(test_settings), Index(test_settings.replace(text_dtype="bfloat16"))
+    try:
+        a, b = exact.embedder.texts(["a red circle on the left"]), fast.embedder.texts(["a red circle on the left"])
+        assert not np.array_equal(a, b) and float((a * b).sum()) > 0.999
+    finally:
+        exact.close()
+        fast.close()
