@@ -17,7 +17,9 @@ weight_segment * best-segment similarity.
 
 `rank` is a loop of named stages. Gather: candidates come from vector queries only, never a scan of
 all segments: the nearest `image_pool` images for the whole query and the nearest `segment_pool`
-segments for each phrase. Bound: each candidate gets an upper bound from those pools (a position or
+segments for each phrase (and, while some image has no segments, the nearest `image_pool` whole images
+for each phrase: such an image is scored with its whole image as its one segment, which only those pools
+bound). Bound: each candidate gets an upper bound from those pools (a position or
 relation fit never adds; a positional phrase's floor is lowered by the best fit among the image's own
 segments). Refine: the best ceilings are scored exactly, from their pool hits where those decide them,
 else with all their segments fetched, until the top k are exact. Decided?: when an image outside every
@@ -457,6 +459,11 @@ class Gathered:
     image_typical: float = math.nan  # the same for the image pool
     # Per phrase with a position: image -> the best position fit among all its segments (see _fit_caps).
     fit_caps: list[dict[str, float]] = field(default_factory=list)
+    # Images found without segments (pending or none found): each is scored with its whole image as its one
+    # segment, which the segment pools do not bound; see _whole_image_pools.
+    unsegmented: set[str] = field(default_factory=set)
+    whole_known: list[dict[str, float]] = field(default_factory=list)  # per phrase: such image -> its phrase score
+    whole_floors: list[float | None] = field(default_factory=list)  # per phrase: none outside the pool scores more
 
 
 @dataclass
@@ -497,13 +504,44 @@ def _gather(store: Store, parsed: ParsedQuery, vectors: QueryVectors, pools: Poo
         floors.append(floor)
         typical.append(middle)
     image_typical = float(np.median(list(image_sims.values()))) if image_sims else math.nan
-    shas = list(dict.fromkeys([*image_sims, *(sha for by_image in hits for sha in by_image)]))
+    whole = _whole_image_pools(store, parsed, vectors, pools, settings)
+    found_whole = [sha for by_image in whole[0] for sha in by_image] if whole else []
+    shas = list(dict.fromkeys([*image_sims, *(sha for by_image in hits for sha in by_image), *found_whole]))
+    unsegmented = _without_segments(store, shas) if whole else set()
+    shas = [sha for sha in shas if sha in image_sims or sha in unsegmented or any(sha in h for h in hits)]
     # images found only through their segments: their similarity to the whole query from their vectors
     for sha, vec in store.vectors.image_vectors([s for s in shas if s not in image_sims]).items():
         image_sims[sha] = float(vec @ vectors.whole)
     kept = {sha: image_sims[sha] for sha in shas if sha in image_sims}
     caps = _fit_caps(store, parsed, list(kept), settings)
-    return Gathered(kept, hits, best, image_floor, floors, typical, image_typical, caps)
+    gathered = Gathered(kept, hits, best, image_floor, floors, typical, image_typical, caps)
+    if whole:
+        gathered.unsegmented, gathered.whole_known, gathered.whole_floors = unsegmented, *whole
+    return gathered
+
+
+def _whole_image_pools(
+    store: Store, parsed: ParsedQuery, vectors: QueryVectors, pools: Pools, settings: Settings
+) -> tuple[list[dict[str, float]], list[float | None]] | None:
+    """While some image has no segments (its segmentation pending, or nothing found), per phrase the nearest
+    whole images to the phrase: image -> its phrase score with its whole image as its one segment (centred),
+    and the pool's floor with the same position fit (None: the pool holds all). None when every image has
+    segments. An image without segments is scored that way, so only these pools bound it."""
+    if settings.weight_segment <= 0 or len(store.current_positions().shas) >= pools.total_images:
+        return None
+    known, floors = [], []
+    for phrase, vec in zip(parsed.phrases, vectors.phrases):
+        fit_cost = settings.weight_position * (float(position_fit(phrase.position, WHOLE_IMAGE.centroid)) - 1)
+        sims = store.vectors.query_images(vec, pools.images)
+        known.append({sha: sim + fit_cost for sha, sim in sims.items()})
+        floors.append(min(sims.values(), default=1.0) + fit_cost if len(sims) < pools.total_images else None)
+    return known, floors
+
+
+def _without_segments(store: Store, shas: list[str]) -> set[str]:
+    """The images among shas that have no segment in the catalog."""
+    starts, ends = store.current_positions().image_spans(shas)
+    return {sha for sha, none in zip(shas, (ends == starts).tolist()) if none}
 
 
 def _fit_caps(store: Store, parsed: ParsedQuery, shas: list[str], settings: Settings) -> list[dict[str, float]]:
@@ -555,6 +593,11 @@ def _bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings) -> list[
         else np.array([floor + settings.weight_position * (caps.get(sha, 1.0) - 1) for sha in shas], np.float64)
         for floor, caps in zip(gathered.floors, gathered.fit_caps)
     ]
+    # images without segments: bounded by the whole-image pools instead
+    rows = [n for n, sha in enumerate(shas) if sha in gathered.unsegmented]
+    for i, (whole, floor) in enumerate(zip(gathered.whole_known, gathered.whole_floors)):
+        known[i][rows] = [whole.get(shas[n], np.nan) for n in rows]
+        floors[i][rows] = np.nan if floor is None else floor
     bounds = _bound_from(parsed, known, floors, image_sims, settings).tolist()
     known_rows = np.stack(known, 1).tolist() if known else [[] for _ in shas]
     floor_rows = np.stack(floors, 1).tolist() if floors else [[] for _ in shas]
@@ -613,6 +656,8 @@ def _score_from_hits(parsed: ParsedQuery, cand: ImageCandidate, settings: Settin
     if parsed.relations or not all(v is not None and (f is None or v >= f) for v, f in zip(known, floors)):
         return None
     segments = list({id(seg): seg for hits in cand.hits for seg, _ in hits}.values())
+    if not segments:  # an image without segments: its known scores are its whole image's, scored on a fetch
+        return None
     row = {id(seg): r for r, seg in enumerate(segments)}
     sims = np.full((len(segments), len(parsed.phrases)), -np.inf)
     for i, hits in enumerate(cand.hits):
@@ -664,7 +709,12 @@ def _unseen_bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings) -
     one no more similar than the image pool's floor, with no known hit in any phrase's pool."""
     if gathered.image_floor is None:
         return None
-    floors = [np.array([np.nan if f is None else f]) for f in gathered.floors]
+    # an unseen image has segments (bounded by the segment pools) or none (bounded by the whole-image pools)
+    whole_floors = gathered.whole_floors or [None] * len(gathered.floors)
+    floors = [
+        np.array([max((f for f in pair if f is not None), default=np.nan)])
+        for pair in zip(gathered.floors, whole_floors)
+    ]
     none = [np.array([np.nan])] * len(floors)
     return float(_bound_from(parsed, none, floors, np.array([gathered.image_floor]), settings)[0])
 

@@ -82,16 +82,31 @@ def test_top_k_equals_brute_force_for_any_pool_size(scenes_index, image_pool, se
             assert_exact_top_k(scenes_index, text, k, settings)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: an image indexed without segments is scored with its whole image as its one segment, "
-    "but its bound uses the segment pools' floors, which do not bound its whole-image vector",
-)
-def test_top_k_exact_with_images_indexed_without_segments(scenes_index, tmp_path):
+@pytest.mark.parametrize("image_pool,segment_pool", [(1, 1), (0, 5), (100, 400)])
+def test_top_k_exact_with_images_indexed_without_segments(scenes_index, tmp_path, image_pool, segment_pool):
+    """An image whose segmentation is pending (or found nothing) is scored with its whole image as its one
+    segment; the segment pools do not bound that, so tiny pools must not leave a deserving one out."""
+    write_folder(tmp_path / "unsegmented", 4, seed=9, side=160)
+    scenes_index.add_folder(tmp_path / "unsegmented", segment=False)
+    settings = scenes_index.settings.replace(
+        image_pool=image_pool, segment_pool=segment_pool, weight_image=0.3, weight_segment=0.7
+    )
+    for text in QUERIES:
+        for k in (1, 4):
+            assert_exact_top_k(scenes_index, text, k, settings)
+
+
+def test_whole_image_pools_are_queried_only_while_an_image_lacks_segments(scenes_index, tmp_path, monkeypatch):
+    calls = []
+    query_images = scenes_index.store.vectors.query_images
+    monkeypatch.setattr(scenes_index.store.vectors, "query_images", lambda v, n: calls.append(n) or query_images(v, n))
+    scenes_index.search("a red circle left of a blue square", k=3)
+    assert len(calls) == 1  # every image has segments: the whole query's image pool alone
     write_folder(tmp_path / "unsegmented", 2, seed=9, side=160)
     scenes_index.add_folder(tmp_path / "unsegmented", segment=False)
-    settings = scenes_index.settings.replace(image_pool=1, segment_pool=1, weight_image=0.3, weight_segment=0.7)
-    assert_exact_top_k(scenes_index, "a red circle", 1, settings)
+    calls.clear()
+    scenes_index.search("a red circle left of a blue square", k=3)
+    assert len(calls) == 3  # and one per phrase while some image has none
 
 
 def _segment(box: tuple[float, float, float, float]) -> Segment:
