@@ -96,7 +96,7 @@ class Settings:
     weight_negative: float = 0.5  # how much a "-term" costs
     weight_all: float = 0.0  # 0..1: how much the weakest phrase counts besides the mean (a soft AND; irs/search.py)
     # the query's text tower in bfloat16: about 1.8x faster on a CPU with AVX512-BF16 or AMX (a query is bound
-    # by reading the tower's weights), cosine to the float32 vector >= 0.9999; the index itself is unchanged
+    # by reading the tower's weights), cosine to the float32 vector > 0.999; the index itself is unchanged
     text_dtype: str = "float32"
     image_pool: int = 100  # candidates from the image collection (at least k: 0 means k)
     segment_pool: int = 400  # candidates from the segment collection (at least k)
