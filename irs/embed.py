@@ -206,13 +206,11 @@ def text_tower_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Modu
     """A copy of an open_clip CLIP's text tower alone, in `dtype`: what `encode_text_truncated` reads."""
     tower = torch.nn.Module()
     for name in TEXT_PARTS:
-        part = copy.deepcopy(getattr(model, name))
-        if isinstance(part, torch.nn.Parameter):
-            tower.register_parameter(name, torch.nn.Parameter(part.detach().to(dtype), requires_grad=False))
-        elif isinstance(part, torch.Tensor):
-            tower.register_buffer(name, part.to(dtype))
+        part = getattr(model, name)
+        if isinstance(part, torch.Tensor):  # parameters too: nothing trains this copy
+            tower.register_buffer(name, part.detach().to(dtype, copy=True))
         else:
-            setattr(tower, name, part.to(dtype) if part is not None else None)
+            setattr(tower, name, None if part is None else copy.deepcopy(part).to(dtype))
     return tower.eval()
 
 

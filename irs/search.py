@@ -51,6 +51,7 @@ import numpy as np
 
 from irs.confidence import calibration_for, match_confidence, result_confidence, similarity_confidence
 from irs.geometry import pairwise_box_iou
+from irs.positions import Positions
 from irs.query import ParsedQuery, Phrase
 from irs.records import Match, SearchResult, Segment
 from irs.settings import Settings
@@ -504,30 +505,33 @@ def _gather(store: Store, parsed: ParsedQuery, vectors: QueryVectors, pools: Poo
         floors.append(floor)
         typical.append(middle)
     image_typical = float(np.median(list(image_sims.values()))) if image_sims else math.nan
-    whole = _whole_image_pools(store, parsed, vectors, pools, settings)
-    found_whole = [sha for by_image in whole[0] for sha in by_image] if whole else []
-    shas = list(dict.fromkeys([*image_sims, *(sha for by_image in hits for sha in by_image), *found_whole]))
-    unsegmented = _without_segments(store, shas) if whole else set()
-    shas = [sha for sha in shas if sha in image_sims or sha in unsegmented or any(sha in h for h in hits)]
+    positions = store.current_positions()  # one snapshot for the whole round
+    whole = _whole_image_pools(store, positions, parsed, vectors, pools, settings)
+    # images without segments, among those the image pools found (any image a segment pool found has some)
+    found_whole = (
+        list(dict.fromkeys([*image_sims, *(sha for by_image in whole[0] for sha in by_image)])) if whole else []
+    )
+    unsegmented = _without_segments(positions, found_whole)
+    shas = list(dict.fromkeys([*image_sims, *(sha for by_image in hits for sha in by_image), *unsegmented]))
     # images found only through their segments: their similarity to the whole query from their vectors
     for sha, vec in store.vectors.image_vectors([s for s in shas if s not in image_sims]).items():
         image_sims[sha] = float(vec @ vectors.whole)
     kept = {sha: image_sims[sha] for sha in shas if sha in image_sims}
-    caps = _fit_caps(store, parsed, list(kept), settings)
+    caps = _fit_caps(positions, parsed, list(kept), settings)
     gathered = Gathered(kept, hits, best, image_floor, floors, typical, image_typical, caps)
     if whole:
-        gathered.unsegmented, gathered.whole_known, gathered.whole_floors = unsegmented, *whole
+        gathered.unsegmented, gathered.whole_known, gathered.whole_floors = set(unsegmented), *whole
     return gathered
 
 
 def _whole_image_pools(
-    store: Store, parsed: ParsedQuery, vectors: QueryVectors, pools: Pools, settings: Settings
+    store: Store, positions: Positions, parsed: ParsedQuery, vectors: QueryVectors, pools: Pools, settings: Settings
 ) -> tuple[list[dict[str, float]], list[float | None]] | None:
     """While some image has no segments (its segmentation pending, or nothing found), per phrase the nearest
     whole images to the phrase: image -> its phrase score with its whole image as its one segment (centred),
     and the pool's floor with the same position fit (None: the pool holds all). None when every image has
     segments. An image without segments is scored that way, so only these pools bound it."""
-    if settings.weight_segment <= 0 or len(store.current_positions().shas) >= pools.total_images:
+    if settings.weight_segment <= 0 or len(positions.shas) >= pools.total_images:
         return None
     known, floors = [], []
     for phrase, vec in zip(parsed.phrases, vectors.phrases):
@@ -538,13 +542,13 @@ def _whole_image_pools(
     return known, floors
 
 
-def _without_segments(store: Store, shas: list[str]) -> set[str]:
-    """The images among shas that have no segment in the catalog."""
-    starts, ends = store.current_positions().image_spans(shas)
-    return {sha for sha, none in zip(shas, (ends == starts).tolist()) if none}
+def _without_segments(positions: Positions, shas: list[str]) -> list[str]:
+    """The images among shas that have no segment in the catalog, in order."""
+    starts, ends = positions.image_spans(shas)
+    return [sha for sha, none in zip(shas, (ends == starts).tolist()) if none]
 
 
-def _fit_caps(store: Store, parsed: ParsedQuery, shas: list[str], settings: Settings) -> list[dict[str, float]]:
+def _fit_caps(positions: Positions, parsed: ParsedQuery, shas: list[str], settings: Settings) -> list[dict[str, float]]:
     """Per phrase with a position, per image with segments: the best position fit among all its segments,
     from the positions in memory. An image's segments outside a phrase's pool are no more similar than the
     pool's floor, so none of them scores above floor + weight_position * (cap - 1): for a positional phrase
@@ -553,7 +557,6 @@ def _fit_caps(store: Store, parsed: ParsedQuery, shas: list[str], settings: Sett
     positioned = [i for i, p in enumerate(parsed.phrases) if p.position is not None]
     if not positioned or not shas or settings.weight_position <= 0 or settings.weight_segment <= 0:
         return caps
-    positions = store.current_positions()
     starts, ends = positions.image_spans(shas)
     has = ends > starts  # an image without segments keeps the floor
     if not has.any():
