@@ -492,7 +492,7 @@ class Explainer:
     def __call__(self, text: str, sha256: str) -> Explanation | None:
         """None when the query has nothing to search for or the image's vector cannot be read."""
         query = self._query(text)
-        image = self.store.vectors.image_vectors([sha256]).get(sha256)
+        image = self.store.image_vectors([sha256]).get(sha256)
         if query is None or image is None:
             return None
         parsed, vectors = query

@@ -150,7 +150,7 @@ class Index:
         report = IndexReport()
         entries, problems = discover(root, self.settings.extensions, self.settings.allowed_roots)
         with self._writing():
-            self._reconcile()
+            self._reconcile(progress)
             self.catalog.remember_folder(str(root))
             report.found = len(entries) + len(problems)  # every image-named thing seen, usable or not
             report.failed.extend(problems)
@@ -195,14 +195,19 @@ class Index:
         """The database's writer lock, for the length of a `with`."""
         return writer_lock(Path(self.settings.db), self.settings.lock_timeout)
 
-    def _reconcile(self) -> None:
-        """Before indexing: when the cheap count check finds vectors missing, compare ids and repair."""
-        if self.store.quick_check() is None:
-            return
-        found = self.store.check()
-        log.warning("repairing %s: %s", self.settings.db, found)
-        self.store.repair(found)
-        self.problem = None
+    def _reconcile(self, progress: ProgressFn | None) -> None:
+        """Before indexing: when the cheap count check finds vectors missing, compare ids and repair; copy
+        into the catalog the image vectors only Chroma holds (a database from before the catalog kept them)."""
+        if self.store.quick_check() is not None:
+            found = self.store.check()
+            log.warning("repairing %s: %s", self.settings.db, found)
+            self.store.repair(found)
+            self.problem = None
+        started = time.monotonic()
+        report = (lambda done, total: progress(Progress("copy vectors", done, total, started))) if progress else None
+        copied = self.store.copy_image_vectors(report)
+        if copied:
+            log.info("%s: %d image vectors copied into the catalog", self.settings.db, copied)
 
     def _run_stages(
         self,
@@ -422,7 +427,7 @@ class Index:
         """Images like a stored image, or like one of its segments (k as in `search`)."""
         k = check_k(k)
         if segment_index is None:
-            vector = self.store.vectors.image_vectors([sha256]).get(sha256)
+            vector = self.store.image_vectors([sha256]).get(sha256)
         else:
             vector = self.store.vectors.segment_vector(sha256, segment_index)
         if vector is None:

@@ -417,7 +417,7 @@ def scan(
     scored: list[list[tuple[str, float]]] = [[] for _ in queries]
     for start in range(0, len(shas), chunk):  # reads of a bounded size, however large the collection
         part = shas[start : start + chunk]
-        image_vecs = store.vectors.image_vectors(part)
+        image_vecs = store.image_vectors(part)
         segments: dict[str, list[tuple[Segment, np.ndarray]]] = {sha: [] for sha in part}
         for sha, seg, vec in store.segment_vectors(part):
             segments[sha].append((seg, vec))
@@ -514,7 +514,7 @@ def _gather(store: Store, parsed: ParsedQuery, vectors: QueryVectors, pools: Poo
     unsegmented = _without_segments(positions, found_whole)
     shas = list(dict.fromkeys([*image_sims, *(sha for by_image in hits for sha in by_image), *unsegmented]))
     # images found only through their segments: their similarity to the whole query from their vectors
-    for sha, vec in store.vectors.image_vectors([s for s in shas if s not in image_sims]).items():
+    for sha, vec in store.image_vectors([s for s in shas if s not in image_sims]).items():
         image_sims[sha] = float(vec @ vectors.whole)
     kept = {sha: image_sims[sha] for sha in shas if sha in image_sims}
     caps = _fit_caps(positions, parsed, list(kept), settings)
@@ -739,7 +739,7 @@ def _score_fetched(
     if use_segments:
         for sha, seg, vec in store.segment_vectors(list(fetched)):
             fetched[sha].append((seg, vec))
-    image_vecs = store.vectors.image_vectors([sha for sha in fetched if not fetched[sha] or vectors.negatives])
+    image_vecs = store.image_vectors([sha for sha in fetched if not fetched[sha] or vectors.negatives])
     phrase_matrix = np.stack(vectors.phrases).T
     for cand in todo:
         sha = cand.sha256

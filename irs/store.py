@@ -2,7 +2,7 @@
 and the one order in which writes that span both are made.
 
 The write order (every step is safe to kill, and a rerun finishes the work):
-1. images: catalog row (not embedded) -> Chroma upsert -> catalog mark embedded;
+1. images: catalog row and its copy of the vector (not embedded) -> Chroma upsert -> catalog mark embedded;
 2. files: a path is linked to an image only once that image is embedded (the catalog refuses otherwise);
 3. segments: old vectors deleted -> catalog rows replaced -> Chroma upsert -> catalog mark segmented;
 4. removal: the path's row goes first; `collect_garbage` then deletes vectors before rows.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import numpy as np
 
 from irs.catalog import Catalog, DatabaseMissing, ManifestMismatch, StoreError
 from irs.locks import open_lock
+from irs.pipeline import chunks
 from irs.positions import Positions, PositionTable, has_deletion_counter, install_deletion_counter
 from irs.records import EmbeddedImage, FileEntry, Segment, SegmentedImage
 from irs.settings import Settings
@@ -197,6 +198,16 @@ class Store:
         self.vectors.upsert_segments(images)
         self.catalog.mark("segmented", shas, True)
 
+    def copy_image_vectors(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Copy into the catalog the whole-image vectors only Chroma holds (a database indexed before the
+        catalog kept them; once). `progress(done, total)` after each batch. Returns how many were copied."""
+        missing = self.catalog.embedded_without_vectors()
+        for done, chunk in enumerate(chunks(missing, self.vectors.batch_limit), 1):
+            self.catalog.put_image_vectors(self.vectors.image_vectors(chunk))
+            if progress:
+                progress(min(done * self.vectors.batch_limit, len(missing)), len(missing))
+        return len(missing)
+
     def _delete_segment_vectors(self, shas: list[str]) -> None:
         counts = self.catalog.segment_count(shas)
         self.vectors.delete_segments([segment_id(sha, i) for sha in shas for i in range(counts[sha])])
@@ -224,6 +235,14 @@ class Store:
         if known is None or known[0] != version:
             known = self._counts = (version, (self.vectors.image_count(), self.vectors.segment_count()))
         return known[1]
+
+    def image_vectors(self, shas: list[str]) -> dict[str, np.ndarray]:
+        """sha256 -> whole-image vector, for the images that have one: from the catalog's copy, else (a
+        database not yet copied, see `copy_image_vectors`) from Chroma."""
+        found = self.catalog.image_vectors(shas)
+        if len(found) < len(shas):
+            found |= self.vectors.image_vectors([sha for sha in shas if sha not in found])
+        return found
 
     def current_positions(self) -> Positions:
         """Every segment's position as the catalog has it now. When segments were deleted meanwhile (by this

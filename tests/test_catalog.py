@@ -55,9 +55,11 @@ def test_a_database_from_before_schema_versions_is_upgraded_and_answers_as_befor
                 for s in index.segments_of(sha)
             ]
             assert got == segments
+        assert len(index.catalog.embedded_without_vectors()) == 3  # searched with Chroma's image vectors
         # and it takes new work: the same pictures in another folder reuse the stored vectors
         report = index.add_folder(root / "photos")
         assert (report.reused, report.added, report.failed) == (3, 0, [])
+        assert index.catalog.embedded_without_vectors() == []  # copied into the catalog on the way
         assert index.check().ok
     with sqlite3.connect(root / "db" / "irs.sqlite") as sql:
         assert sql.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -1,6 +1,7 @@
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from chromadb.api.client import SharedSystemClient
 
@@ -53,6 +54,45 @@ def test_garbage_collection_removes_vectors_no_file_refers_to(index, scenes_fold
     s = index.stats()
     assert s.images == 5 and index.store.vectors.image_count() == 5
     assert index.store.vectors.segment_count() == s.segments
+
+
+QUERIES = ("a red circle", "a blue square on the left", "a star above a cross", "a red circle -square")
+
+
+def test_the_catalog_keeps_an_exact_copy_of_each_image_vector_and_search_reads_it(index, scenes_folder, monkeypatch):
+    index.add_folder(scenes_folder)
+    shas = sorted(f.sha256 for f in index.catalog.known_files().values())
+    copies, chroma = index.catalog.image_vectors(shas), index.store.vectors.image_vectors(shas)
+    assert copies.keys() == chroma.keys() == set(shas)
+    # the vectors irs gave Chroma; Chroma normalised its copy again, which may move the last bit
+    assert all(np.abs(copies[sha] - chroma[sha]).max() <= 1e-7 for sha in shas)
+    before = {q: ranking(index, q) for q in QUERIES}
+
+    def no_chroma_reads(ids: list[str]) -> dict:
+        raise AssertionError("image vectors read from Chroma")
+
+    monkeypatch.setattr(index.store.vectors, "image_vectors", no_chroma_reads)
+    assert {q: ranking(index, q) for q in QUERIES} == before
+    monkeypatch.undo()
+    index.store.forget_paths([p for p, f in index.catalog.known_files().items() if f.sha256 in shas[:3]])
+    index.store.collect_garbage()
+    assert sorted(index.catalog.image_vectors(shas)) == shas[3:]  # the copy goes with its image
+
+
+def test_a_database_without_the_copies_answers_the_same_and_indexing_copies_them(index, scenes_folder):
+    """A database indexed before the catalog kept image vectors: search reads them from Chroma, and the next
+    indexing run copies them (once, with progress)."""
+    index.add_folder(scenes_folder)
+    before = {q: ranking(index, q) for q in QUERIES}
+    with index.catalog.transaction() as sql:
+        sql.execute("DELETE FROM image_vectors")
+    assert len(index.catalog.embedded_without_vectors()) == 8
+    assert {q: ranking(index, q) for q in QUERIES} == before
+    seen = []
+    report = index.add_folder(scenes_folder, progress=seen.append)
+    assert report.unchanged == 8 and index.catalog.embedded_without_vectors() == []
+    assert [(p.stage, p.done, p.total) for p in seen if p.stage == "copy vectors"][-1] == ("copy vectors", 8, 8)
+    assert {q: ranking(index, q) for q in QUERIES} == before
 
 
 def ranking(index: Index, query: str) -> list[tuple[str, float, int | None]]:
