@@ -2,6 +2,9 @@
 names, and the app talks to the library only through Index, IndexJob and Judgments (never `.store`)."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,3 +78,14 @@ def _modules(path: Path) -> set[str]:
         elif isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
     return names
+
+
+def test_importing_irs_lets_waiting_openmp_threads_sleep_unless_the_user_chose():
+    """Set before torch loads (spinning threads starve beside another busy process: README, Search latency)."""
+    code = "import os, irs, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        extra = {"OMP_WAIT_POLICY": given} if given else {}
+        command = [sys.executable, "-c", code]
+        out = subprocess.run(command, env={**env, **extra}, capture_output=True, text=True, cwd=REPO)
+        assert out.stdout.split()[-1] == expected, out.stderr
