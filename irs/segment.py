@@ -179,6 +179,19 @@ class ComponentsSegmenter:
       through a hole. Its own border pixels are left out, so an object that touches the border is not
       judged by itself.
 
+    The median filter that calms textures before k-means also moves edges by up to its radius (2 pixels): thin
+    tips and corners (a star's points, an arrow's head, an outline) are cut off, which on small objects turns
+    one shape into another for CLIP. So each kept region is regrown by `edge_reach` pixels, with the
+    pixels of that band whose unsmoothed colour is nearer the region's than that just beyond the band
+    (`regrow_edge`).
+
+    A region that lies along another kept region is a piece of that object, not an object: a dark outline
+    around its fill, a point or an arm the median filter cut off. Alone it reads to CLIP as another shape (a
+    star's point as a triangle, an outline as a dark ring) and can win a query. With `fragment_reach` on, such a
+    region (at least `fragment_share` of its pixels within `fragment_reach` pixels of the other) is joined to
+    it (`absorb_fragments`); a compact object beside another has only a thin strip that near, and stays.
+    Ground seen through a ring's hole is never joined to the ring.
+
     ΔE 10 is a difference seen at a glance (2.3 is the least one can see); the surroundings reach 2% of the
     image's side; shares are fractions of the frame. A flat object on a noisy ground of its own mean colour
     is kept by its texture. With the filter off, `masks` gives exactly the regions it gave before the filter
@@ -196,8 +209,14 @@ class ComponentsSegmenter:
         frame_perimeter: float = 0.25,
         frame_colour_share: float = 0.1,
         frame_width: float = 0.03,
+        fragment_reach: int = 3,
+        fragment_share: float = 0.75,
+        edge_reach: int = 2,
     ) -> None:
         self.clusters = clusters
+        self.fragment_reach = fragment_reach
+        self.fragment_share = fragment_share
+        self.edge_reach = edge_reach
         self.max_area = max_area
         self.background_filter = background_filter
         self.min_contrast = min_contrast
@@ -206,13 +225,17 @@ class ComponentsSegmenter:
         self.frame_width = frame_width
 
     def masks(self, pixels: np.ndarray) -> list[MaskProposal]:
-        return [proposal for proposal, _ in self.regions(pixels, judge=self.background_filter, background=False)]
+        kept = [proposal for proposal, _ in self.regions(pixels, judge=self.background_filter, background=False)]
+        if self.background_filter and self.fragment_reach:
+            kept = absorb_fragments(kept, _lab(pixels), self.fragment_reach, self.fragment_share, self.min_contrast)
+        return kept
 
     def regions(
         self, pixels: np.ndarray, judge: bool = True, background: bool = True
     ) -> list[tuple[MaskProposal, str | None]]:
         """Every region, with the reason it counts as background when `judge` (None: it does not);
-        `background=False` leaves the background regions out (and makes no full-size mask for them)."""
+        `background=False` leaves the background regions out (and makes no full-size mask for them).
+        No fragment is absorbed here: these are the regions as k-means cut them."""
         import cv2
 
         height, width = pixels.shape[:2]
@@ -224,7 +247,8 @@ class ComponentsSegmenter:
         k = min(self.clusters, len(sample))
         _, _, centres = cv2.kmeans(sample, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
         labels = np.argmin(((lab[:, None, :] - centres[None, :, :]) ** 2).sum(-1), axis=1).reshape(height, width)
-        around = _Surroundings(pixels, smooth, self.frame_width) if judge else None
+        raw = cv2.cvtColor(pixels.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+        around = _Surroundings(raw, smooth, self.frame_width) if judge else None
         pad = around.ring + 1 if around else 0  # the tests look this far past a region's box
 
         regions: list[tuple[MaskProposal, str | None]] = []
@@ -246,6 +270,8 @@ class ComponentsSegmenter:
                     continue
                 mask = np.zeros((height, width), bool)
                 mask[y0:y1, x0:x1] = crop
+                if judge and not reason and self.edge_reach and area >= 0.002 * height * width:
+                    mask = regrow_edge(mask, raw, self.edge_reach)
                 regions.append((MaskProposal(mask, 1.0 / (1.0 + spread / 8.0), float(area / (w * h))), reason))
         return regions
 
@@ -290,13 +316,13 @@ class _Surroundings:
     """What the background tests compare a region with, computed once per image: colours in Lab (ΔE units),
     each pixel's fine texture, the image's edge pixels, and a sample of the frame band around the image."""
 
-    def __init__(self, pixels: np.ndarray, smooth: np.ndarray, frame_width: float) -> None:
+    def __init__(self, raw: np.ndarray, smooth: np.ndarray, frame_width: float) -> None:
+        """`raw`: the image in Lab (float, ΔE units); `smooth`: the median-filtered image (RGB, uint8)."""
         import cv2
 
-        height, width = pixels.shape[:2]
+        height, width = raw.shape[:2]
         side = max(height, width)
         self.lab = cv2.cvtColor(smooth.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
-        raw = cv2.cvtColor(pixels.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
         # texture: how far each pixel is from its smoothed neighbourhood (grain, noise, a fine pattern)
         self.texture = np.linalg.norm(raw - self.lab, axis=2)
         self.ring = max(2, round(0.02 * side))  # how far around a region its surroundings reach
@@ -341,6 +367,125 @@ class _Surroundings:
         mean_in = sum_in[outline] / n_in[outline, None]
         mean_out = (self.lab_sum[window][outline] - sum_in[outline]) / n_out[outline, None]
         return float(np.median(np.linalg.norm(mean_in - mean_out, axis=1))), ring
+
+
+def _lab(pixels: np.ndarray) -> np.ndarray:
+    """The image in Lab (float, ΔE units) after the segmenter's median filter: the colours its regions have."""
+    import cv2
+
+    return cv2.cvtColor(cv2.medianBlur(np.ascontiguousarray(pixels), 5).astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+
+
+def _disk(radius: int) -> np.ndarray:
+    import cv2
+
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _holes(mask: np.ndarray) -> np.ndarray:
+    """The pixels a region encloses without covering them (a ring's hole, the fill inside an outline)."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros(mask.shape, np.uint8)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled.astype(bool) & ~mask
+
+
+def _box(mask: np.ndarray, pad: int) -> tuple[slice, slice]:
+    """A region's bounding box, `pad` pixels wider on each side (clipped to the image)."""
+    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    return (
+        slice(max(0, ys[0] - pad), min(mask.shape[0], ys[-1] + pad + 1)),
+        slice(max(0, xs[0] - pad), min(mask.shape[1], xs[-1] + pad + 1)),
+    )
+
+
+def _near_share(part: np.ndarray, other: np.ndarray, reach: int) -> float:
+    """The share of `part`'s pixels within `reach` pixels of `other` (both full-size masks)."""
+    import cv2
+
+    window = _box(part, reach + 1)
+    near = cv2.dilate(other[window].astype(np.uint8), _disk(reach)).astype(bool)
+    return float((part[window] & near).sum() / part.sum())
+
+
+def _seen_through(inner: np.ndarray, outer: np.ndarray, lab: np.ndarray, reach: int, contrast: float) -> bool:
+    """Is `inner`, lying in `outer`'s hole, the ground seen through it: of the colour just around both?"""
+    import cv2
+
+    if (inner & _holes(outer)).sum() < 0.5 * inner.sum():
+        return False
+    both = (inner | outer).astype(np.uint8)
+    around = cv2.dilate(both, _disk(2 * reach + 3)).astype(bool) & ~cv2.dilate(both, _disk(reach)).astype(bool)
+    if not around.any():
+        return False
+    return bool(np.linalg.norm(np.median(lab[inner], axis=0) - np.median(lab[around], axis=0)) < contrast)
+
+
+def absorb_fragments(
+    proposals: list[MaskProposal], lab: np.ndarray, reach: int, share: float, contrast: float
+) -> list[MaskProposal]:
+    """The regions with each fragment merged into the region it lies along.
+
+    A region is a fragment of another when at least `share` of its pixels lie within `reach` pixels of it:
+    a thin outline along its fill, a point cut off its star. A compact object beside another has only a
+    thin strip that near, so both stay. Smallest first, so a fragment's fragment joins the same object.
+    A region in another's hole with the colour around both (`contrast` ΔE in `lab`) is ground seen through a
+    ring, and is never merged with it. The merged region keeps its colour score, with the compactness of
+    its new shape."""
+    proposals = list(proposals)
+    masks = [p.mask for p in proposals]
+    alive = [True] * len(masks)
+    for a in sorted(range(len(masks)), key=lambda i: int(masks[i].sum())):
+        best, into = share, None
+        for b in range(len(masks)):
+            if b == a or not alive[b]:
+                continue
+            near = _near_share(masks[a], masks[b], reach)
+            if near >= best:
+                best, into = near, b
+        if into is None:
+            continue
+        part, body = masks[a], masks[into]
+        if _seen_through(part, body, lab, reach, contrast) or _seen_through(body, part, lab, reach, contrast):
+            continue
+        masks[into], alive[a] = body | part, False
+        proposals[into] = _merged(proposals[into], masks[into])
+    return [p for p, keep in zip(proposals, alive) if keep]
+
+
+def _merged(proposal: MaskProposal, mask: np.ndarray) -> MaskProposal:
+    """A region grown to `mask`: its colour score, and the compactness (area over box) of the new shape."""
+    rows, cols = _box(mask, 0)
+    box_area = (rows.stop - rows.start) * (cols.stop - cols.start)
+    return MaskProposal(mask, proposal.predicted_iou, float(mask.sum() / box_area))
+
+
+def regrow_edge(mask: np.ndarray, lab: np.ndarray, reach: int) -> np.ndarray:
+    """The region with the pixels within `reach` of it whose colour (`lab`: the unsmoothed image in Lab) is
+    nearer the region's median colour than the median colour of a band just beyond."""
+    import cv2
+
+    height, width = mask.shape
+    ys, xs = np.nonzero(mask)
+    pad = 2 * reach + 6
+    y0, y1 = max(0, ys.min() - pad), min(height, ys.max() + pad + 1)
+    x0, x1 = max(0, xs.min() - pad), min(width, xs.max() + pad + 1)
+    region = mask[y0:y1, x0:x1]
+    colours = lab[y0:y1, x0:x1]
+    region8 = region.astype(np.uint8)
+    band = cv2.dilate(region8, _disk(reach)).astype(bool) & ~region
+    near = cv2.dilate(region8, _disk(reach + 1)).astype(bool)
+    beyond = cv2.dilate(region8, _disk(2 * reach + 3)).astype(bool) & ~near
+    if not band.any() or not beyond.any():
+        return mask
+    inside = np.median(colours[region], axis=0)
+    outside = np.median(colours[beyond], axis=0)
+    band &= np.linalg.norm(colours - inside, axis=2) < np.linalg.norm(colours - outside, axis=2)
+    out = mask.copy()
+    out[y0:y1, x0:x1] |= band
+    return out
 
 
 def _spans(region: np.ndarray, offset: tuple[int, int], shape: tuple[int, int]) -> bool:

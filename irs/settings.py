@@ -43,9 +43,10 @@ INDEX_FIELDS = (
     "crop_padding",
     "work_max_side",
 )
-# What the weight-free segmenter returns changed: revision 2 drops background regions (irs/segment.py). Databases
-# built before it record no revision; they are refused rather than filled with segments of two kinds.
-COMPONENTS_REVISION = 2
+# What the weight-free segmenter returns changed: revision 2 drops background regions, 3 regrows regions by the edge
+# the median filter took and joins fragments to the object they lie along (irs/segment.py). Databases built by another
+# revision (before 2 none is recorded) are refused rather than filled with segments of two kinds.
+COMPONENTS_REVISION = 3
 
 
 @dataclass(frozen=True)

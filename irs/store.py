@@ -156,8 +156,9 @@ class Store:
                 f"{self.root} was built with other index settings, and irs never mixes them:\n  "
                 + "\n  ".join(diffs)
                 + (
-                    "\nThe weight-free segmenter now drops background regions: index the folders again into "
-                    "a new --db (this one still opens with the irs that built it)."
+                    "\nThe weight-free segmenter's regions changed since (it drops background regions, regrows "
+                    "edges the median filter took, joins fragments to their object): index the folders again into a "
+                    "new --db (this one still opens with the irs that built it)."
                     if changed and settings.segmenter == "components"
                     else "\nUse the database's settings (see irs.toml in it) or choose a new --db."
                 )

@@ -131,9 +131,9 @@ def test_background_filter_keeps_every_object_and_drops_the_background():
 
 def test_background_filter_only_removes_regions():
     pixels = make_scenes(1, seed=2)[0].image
-    regions = ComponentsSegmenter().regions(pixels)
+    regions = ComponentsSegmenter(edge_reach=0).regions(pixels)
     unfiltered = ComponentsSegmenter(background_filter=False).masks(pixels)
-    filtered = ComponentsSegmenter().masks(pixels)
+    filtered = ComponentsSegmenter(edge_reach=0, fragment_reach=0).masks(pixels)  # the filter alone
     assert [p.mask.tobytes() for p, _ in regions] == [p.mask.tobytes() for p in unfiltered]
     assert [p.mask.tobytes() for p in filtered] == [p.mask.tobytes() for p, why in regions if why is None]
     assert {why for _, why in regions} - {None} <= {"spans the frame", "low contrast", "background colour"}
@@ -163,6 +163,101 @@ def test_objects_on_a_gradient_and_on_noise_survive():
         segments = demo_segments(ComponentsSegmenter(), pixels)
         assert all(best_iou(segments, mask) > 0.9 for mask in shapes)
         assert len(segments) <= len(shapes) + 1
+
+
+def small_shapes(side: int = 240) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Small shapes with points and thin parts (star, arrow, cross, ring) on a grainy ground, and their masks."""
+    from irs.synthetic import _shape_mask
+
+    pixels = np.clip(150 + np.random.default_rng(3).normal(0, 4, (side, side, 3)), 0, 255)
+    shapes = []
+    for centre, shape, colour in [
+        ((60, 60), "star", (240, 200, 40)),
+        ((170, 70), "arrow", (40, 90, 220)),
+        ((80, 170), "cross", (220, 60, 160)),
+        ((170, 170), "ring", (30, 160, 60)),
+    ]:
+        mask = np.asarray(_shape_mask(shape, centre, 14, side, 0.3)) > 0
+        pixels[mask] = colour
+        shapes.append(mask)
+    return pixels.astype(np.uint8), shapes
+
+
+def test_edges_the_median_filter_took_are_regrown():
+    pixels, shapes = small_shapes()
+    regrown = demo_segments(ComponentsSegmenter(), pixels)
+    filtered = demo_segments(ComponentsSegmenter(edge_reach=0), pixels)
+    assert len(regrown) == len(filtered) == len(shapes)
+    for mask in shapes:  # points and thin arms come back; the ring keeps its hole
+        assert best_iou(regrown, mask) > 0.95
+        assert best_iou(regrown, mask) > best_iou(filtered, mask)
+    assert min(best_iou(filtered, mask) for mask in shapes) < 0.93
+
+
+def test_regrowing_adds_nothing_of_a_plain_ground():
+    side = 240
+    pixels = np.full((side, side, 3), 150, np.uint8)
+    shape = disc(side, 0.5, 0.5, 0.05)
+    pixels[shape] = (40, 90, 220)
+    regrown = demo_segments(ComponentsSegmenter(), pixels)
+    assert len(regrown) == 1
+    assert not (fit_mask(regrown[0].mask(), side, side) & ~shape).any()
+    assert best_iou(regrown, shape) > 0.95
+
+
+def outlined_shapes(side: int = 240) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Small shapes with a 1-pixel dark outline (as in the varied scenes) on a grainy ground, and their masks."""
+    import cv2
+
+    from irs.synthetic import _shape_mask
+
+    pixels = np.clip(150 + np.random.default_rng(3).normal(0, 4, (side, side, 3)), 0, 255)
+    shapes = []
+    for centre, shape, colour in [
+        ((60, 60), "star", (240, 200, 40)),
+        ((170, 70), "arrow", (40, 90, 220)),
+        ((80, 170), "cross", (220, 60, 160)),
+        ((170, 170), "heart", (30, 160, 60)),
+    ]:
+        mask = np.asarray(_shape_mask(shape, centre, 16, side, 0.3)) > 0
+        solid = mask.astype(np.uint8)
+        outline = (solid - cv2.erode(solid, np.ones((3, 3), np.uint8))).astype(bool)
+        pixels[mask], pixels[outline] = colour, np.array(colour) * 0.25
+        shapes.append(mask)
+    return pixels.astype(np.uint8), shapes
+
+
+def test_fragments_along_an_object_join_it():
+    pixels, shapes = outlined_shapes()
+    # without the rule, the median filter leaves pieces of outline (and of points) as regions of their own
+    apart = demo_segments(ComponentsSegmenter(fragment_reach=0), pixels)
+    assert len(apart) > len(shapes)
+    assert min(best_iou(apart, mask) for mask in shapes) < 0.8
+    joined = demo_segments(ComponentsSegmenter(), pixels)
+    assert len(joined) == len(shapes)
+    for mask in shapes:  # one segment each, outline and points included
+        assert best_iou(joined, mask) > 0.95
+
+
+def test_objects_side_by_side_stay_apart():
+    side = 256
+    pixels = np.clip(150 + np.random.default_rng(4).normal(0, 4, (side, side, 3)), 0, 255).astype(np.uint8)
+    shapes = [
+        square(side, 140, 60, 200, 120),  # two blues a few pixels apart
+        square(side, 140, 126, 190, 176),
+        square(side, 20, 200, 100, 250),  # a small green square against a large yellow one
+        square(side, 100, 215, 120, 235),
+        disc(side, 0.25, 0.25, 0.1),  # a red disc with a pink one at its edge
+        disc(side, 0.25 + 0.1 + 0.03, 0.25, 0.03),
+    ]
+    colours = [(40, 90, 220), (50, 100, 210), (240, 200, 40), (30, 160, 60), (200, 30, 30), (230, 90, 160)]
+    for mask, colour in zip(shapes, colours):
+        pixels[mask] = colour
+    segments = demo_segments(ComponentsSegmenter(), pixels)
+    apart = demo_segments(ComponentsSegmenter(fragment_reach=0), pixels)
+    assert len(segments) == len(apart) == len(shapes)
+    for mask in shapes:  # each its own segment, as without the rule
+        assert best_iou(segments, mask) == best_iou(apart, mask) > 0.85
 
 
 def test_a_grey_square_as_grey_as_the_noise_around_it_survives_by_its_texture():

@@ -6,23 +6,24 @@ import pytest
 from chromadb.api.client import SharedSystemClient
 
 from irs.index import Index
-from irs.settings import load_settings
+from irs.settings import COMPONENTS_REVISION, load_settings
 from irs.store import DatabaseMissing, ManifestMismatch, StoreError
 from irs.vectors import segment_id
 
 
-def test_a_database_of_the_older_weight_free_segmenter_is_refused_not_mixed(test_settings, scenes_folder):
+@pytest.mark.parametrize("older", [None, 2])  # None: as irs wrote it before background regions were dropped
+def test_a_database_of_an_older_weight_free_segmenter_is_refused_not_mixed(test_settings, scenes_folder, older):
     settings = test_settings.replace(segmenter="components")
     with Index(settings) as index:
         index.add_folder(scenes_folder)
         manifest = index.catalog.manifest()
-        del manifest["settings"]["components_revision"]  # as irs wrote it before background regions were dropped
+        manifest["settings"]["components_revision"] = older
         index.catalog.set_manifest(manifest)
     with pytest.raises(ManifestMismatch) as err:
         Index(settings)
     message = str(err.value)
-    assert "components_revision: database has None, asked for 2" in message
-    assert "now drops background regions" in message and "new --db" in message
+    assert f"components_revision: database has {older}, asked for {COMPONENTS_REVISION}" in message
+    assert "joins fragments" in message and "new --db" in message
 
 
 def test_opening_with_another_model_is_refused_with_the_difference(index, scenes_folder):
