@@ -165,22 +165,38 @@ def test_objects_on_a_gradient_and_on_noise_survive():
         assert len(segments) <= len(shapes) + 1
 
 
-def small_shapes(side: int = 240) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Small shapes with points and thin parts (star, arrow, cross, ring) on a grainy ground, and their masks."""
+PLACES = [
+    ((60, 60), (240, 200, 40)),
+    ((170, 70), (40, 90, 220)),
+    ((80, 170), (220, 60, 160)),
+    ((170, 170), (30, 160, 60)),
+]
+
+
+def shapes_on_grain(
+    kinds: list[str], size: int, outlined: bool, side: int = 240
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Four small shapes on a grainy ground, with a 1-pixel dark outline (as in the varied scenes) when
+    `outlined`, and their masks."""
+    import cv2
+
     from irs.synthetic import _shape_mask
 
     pixels = np.clip(150 + np.random.default_rng(3).normal(0, 4, (side, side, 3)), 0, 255)
     shapes = []
-    for centre, shape, colour in [
-        ((60, 60), "star", (240, 200, 40)),
-        ((170, 70), "arrow", (40, 90, 220)),
-        ((80, 170), "cross", (220, 60, 160)),
-        ((170, 170), "ring", (30, 160, 60)),
-    ]:
-        mask = np.asarray(_shape_mask(shape, centre, 14, side, 0.3)) > 0
+    for (centre, colour), shape in zip(PLACES, kinds):
+        mask = np.asarray(_shape_mask(shape, centre, size, side, 0.3)) > 0
         pixels[mask] = colour
+        if outlined:
+            solid = mask.astype(np.uint8)
+            pixels[(solid - cv2.erode(solid, np.ones((3, 3), np.uint8))).astype(bool)] = np.array(colour) * 0.25
         shapes.append(mask)
     return pixels.astype(np.uint8), shapes
+
+
+def small_shapes() -> tuple[np.ndarray, list[np.ndarray]]:
+    """Small shapes with points and thin parts (star, arrow, cross, ring) on a grainy ground, and their masks."""
+    return shapes_on_grain(["star", "arrow", "cross", "ring"], 14, outlined=False)
 
 
 def test_edges_the_median_filter_took_are_regrown():
@@ -205,26 +221,9 @@ def test_regrowing_adds_nothing_of_a_plain_ground():
     assert best_iou(regrown, shape) > 0.95
 
 
-def outlined_shapes(side: int = 240) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Small shapes with a 1-pixel dark outline (as in the varied scenes) on a grainy ground, and their masks."""
-    import cv2
-
-    from irs.synthetic import _shape_mask
-
-    pixels = np.clip(150 + np.random.default_rng(3).normal(0, 4, (side, side, 3)), 0, 255)
-    shapes = []
-    for centre, shape, colour in [
-        ((60, 60), "star", (240, 200, 40)),
-        ((170, 70), "arrow", (40, 90, 220)),
-        ((80, 170), "cross", (220, 60, 160)),
-        ((170, 170), "heart", (30, 160, 60)),
-    ]:
-        mask = np.asarray(_shape_mask(shape, centre, 16, side, 0.3)) > 0
-        solid = mask.astype(np.uint8)
-        outline = (solid - cv2.erode(solid, np.ones((3, 3), np.uint8))).astype(bool)
-        pixels[mask], pixels[outline] = colour, np.array(colour) * 0.25
-        shapes.append(mask)
-    return pixels.astype(np.uint8), shapes
+def outlined_shapes() -> tuple[np.ndarray, list[np.ndarray]]:
+    """Small outlined shapes (star, arrow, cross, heart) on a grainy ground, and their masks."""
+    return shapes_on_grain(["star", "arrow", "cross", "heart"], 16, outlined=True)
 
 
 def test_fragments_along_an_object_join_it():
