@@ -212,8 +212,7 @@ def ef_search_sweep(settings: Settings, texts: list[str], k: int, label: str) ->
 
 
 def beside_busy_point(settings: Settings, texts: list[str], k: int) -> float:
-    """Search p50 (ms, texts not cached) while another process keeps one core busy."""
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    """Search p50 (ms, texts not cached), run while `beside_busy` keeps one core busy."""
     index = Index(settings)
     try:
         index.search("warm up the model", k)
@@ -225,7 +224,6 @@ def beside_busy_point(settings: Settings, texts: list[str], k: int) -> float:
         return statistics.median(times) * 1000.0
     finally:
         index.close()
-        busy.kill()
 
 
 def beside_busy(settings: Settings, texts: list[str], k: int, label: str) -> list[dict]:
@@ -234,10 +232,12 @@ def beside_busy(settings: Settings, texts: list[str], k: int, label: str) -> lis
     rows, ours = [], os.environ["OMP_WAIT_POLICY"]
     for policy in ("PASSIVE", "ACTIVE"):
         os.environ["OMP_WAIT_POLICY"] = policy  # the spawned process inherits it before it imports irs
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                 p50 = pool.submit(beside_busy_point, settings, texts, k).result()
         finally:
+            busy.kill()  # here, so that it stops even when the measuring process dies
             os.environ["OMP_WAIT_POLICY"] = ours
         rows.append(row(f"{label}: search p50 beside one busy process, OMP_WAIT_POLICY={policy}", p50, "ms"))
     return rows

@@ -159,7 +159,7 @@ def segment_json(segment: Segment | None) -> dict | None:
 class Progress:
     """One progress report: a stage, how far it is, and how fast it goes."""
 
-    stage: str  # "scan", "embed" or "segment"
+    stage: str  # "scan", "embed", "segment" or "copy vectors" (once, for a database from before schema 2)
     done: int
     total: int
     started: float

@@ -225,9 +225,10 @@ class ComponentsSegmenter:
         self.frame_width = frame_width
 
     def masks(self, pixels: np.ndarray) -> list[MaskProposal]:
-        kept = [proposal for proposal, _ in self.regions(pixels, judge=self.background_filter, background=False)]
-        if self.background_filter and self.fragment_reach:
-            kept = absorb_fragments(kept, _lab(pixels), self.fragment_reach, self.fragment_share, self.min_contrast)
+        found, around = self._regions(pixels, judge=self.background_filter, background=False)
+        kept = [proposal for proposal, _ in found]
+        if around is not None and self.fragment_reach:
+            kept = absorb_fragments(kept, around.lab, self.fragment_reach, self.fragment_share, self.min_contrast)
         return kept
 
     def regions(
@@ -236,6 +237,12 @@ class ComponentsSegmenter:
         """Every region, with the reason it counts as background when `judge` (None: it does not);
         `background=False` leaves the background regions out (and makes no full-size mask for them).
         No fragment is absorbed here: these are the regions as k-means cut them."""
+        return self._regions(pixels, judge, background)[0]
+
+    def _regions(
+        self, pixels: np.ndarray, judge: bool, background: bool
+    ) -> tuple[list[tuple[MaskProposal, str | None]], _Surroundings | None]:
+        """`regions`, and what the background tests measured (None when not `judge`)."""
         import cv2
 
         height, width = pixels.shape[:2]
@@ -247,8 +254,8 @@ class ComponentsSegmenter:
         k = min(self.clusters, len(sample))
         _, _, centres = cv2.kmeans(sample, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
         labels = np.argmin(((lab[:, None, :] - centres[None, :, :]) ** 2).sum(-1), axis=1).reshape(height, width)
-        raw = cv2.cvtColor(pixels.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
-        around = _Surroundings(raw, smooth, self.frame_width) if judge else None
+        raw = cv2.cvtColor(pixels.astype(np.float32) / 255, cv2.COLOR_RGB2LAB) if judge else None
+        around = _Surroundings(raw, smooth, self.frame_width) if raw is not None else None
         pad = around.ring + 1 if around else 0  # the tests look this far past a region's box
 
         regions: list[tuple[MaskProposal, str | None]] = []
@@ -270,10 +277,10 @@ class ComponentsSegmenter:
                     continue
                 mask = np.zeros((height, width), bool)
                 mask[y0:y1, x0:x1] = crop
-                if judge and not reason and self.edge_reach and area >= 0.002 * height * width:
+                if raw is not None and not reason and self.edge_reach and area >= 0.002 * height * width:
                     mask = regrow_edge(mask, raw, self.edge_reach)
                 regions.append((MaskProposal(mask, 1.0 / (1.0 + spread / 8.0), float(area / (w * h))), reason))
-        return regions
+        return regions, around
 
     def _background_reason(self, region: np.ndarray, offset: tuple[int, int], around: _Surroundings) -> str | None:
         """Why a region (a crop of the image at `offset`, padded past its box) is background, or None."""
@@ -367,13 +374,6 @@ class _Surroundings:
         mean_in = sum_in[outline] / n_in[outline, None]
         mean_out = (self.lab_sum[window][outline] - sum_in[outline]) / n_out[outline, None]
         return float(np.median(np.linalg.norm(mean_in - mean_out, axis=1))), ring
-
-
-def _lab(pixels: np.ndarray) -> np.ndarray:
-    """The image in Lab (float, ΔE units) after the segmenter's median filter: the colours its regions have."""
-    import cv2
-
-    return cv2.cvtColor(cv2.medianBlur(np.ascontiguousarray(pixels), 5).astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
 
 
 def _disk(radius: int) -> np.ndarray:
