@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,8 @@ from irs.vectors import SegmentHit, Vectors, segment_id
 from irs.version import __version__
 
 log = logging.getLogger(__name__)
+
+LOCKED_WAIT = 10.0  # seconds a locked local vector store is waited for when a database is opened
 
 __all__ = ["Consistency", "DatabaseMissing", "ManifestMismatch", "Stats", "Store", "StoreError"]
 
@@ -112,18 +115,33 @@ class Store:
             self.positions = PositionTable(self.root / "irs.sqlite")
             self._seen_deletions: int | None = None
             self._counts: tuple[int, tuple[int, int]] | None = None  # (catalog data_version, vector counts)
+            self.vectors = self._open_vectors(settings)
+
+    def _open_vectors(self, settings: Settings) -> Vectors:
+        """Chroma's collections. A local store that another connection holds locked (SQLite's "database is
+        locked", seen when a process opened it under load beside another) is waited for up to LOCKED_WAIT
+        seconds and then reported as busy; any other failure to open it is damage, with the way to rebuild."""
+        deadline = time.monotonic() + LOCKED_WAIT
+        while True:
             try:
-                self.vectors = Vectors(settings, self.root, self.manifest["db_id"])
+                return Vectors(settings, self.root, self.manifest["db_id"])
             except (StoreError, ManifestMismatch):
                 raise
             except Exception as err:
                 if settings.chroma_host:
                     raise
-                raise StoreError(
-                    f"{self.root / 'chroma'}: the vector store cannot be opened ({type(err).__name__}: {err}). "
-                    f"Move it aside (mv {self.root / 'chroma'} {self.root / 'chroma.damaged'}), then run "
-                    f"python -m irs check --repair --db {self.root} to rebuild the vectors from the images"
-                ) from None
+                if "database is locked" not in str(err):
+                    raise StoreError(
+                        f"{self.root / 'chroma'}: the vector store cannot be opened ({type(err).__name__}: {err}). "
+                        f"Move it aside (mv {self.root / 'chroma'} {self.root / 'chroma.damaged'}), then run "
+                        f"python -m irs check --repair --db {self.root} to rebuild the vectors from the images"
+                    ) from None
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"{self.root / 'chroma'}: the vector store stayed locked for {LOCKED_WAIT:g} s (another "
+                        f"process is writing to it); try again"
+                    ) from None
+                time.sleep(0.25)
 
     def _install_deletion_counter(self) -> None:
         """The trigger that tells the position table of deleted segments (once per database; a database
@@ -241,9 +259,8 @@ class Store:
         """sha256 -> whole-image vector, for the images that have one: from the catalog's copy, else (a
         database not yet copied, see `copy_image_vectors`) from Chroma."""
         found = self.catalog.image_vectors(shas)
-        if len(found) < len(shas):
-            found |= self.vectors.image_vectors([sha for sha in shas if sha not in found])
-        return found
+        missing = [sha for sha in shas if sha not in found]
+        return found | self.vectors.image_vectors(missing) if missing else found
 
     def current_positions(self) -> Positions:
         """Every segment's position as the catalog has it now. When segments were deleted meanwhile (by this

@@ -181,3 +181,29 @@ def test_a_search_sees_images_another_process_added_since_its_last_search(test_s
         writer.add_folder(scenes_folder)  # the other four, written by another connection
         assert reader.store.vector_counts() == (8, writer.store.vectors.segment_count()) and images == 4
         assert len(reader.search("a red circle", k=100)) == 8
+
+
+def test_a_vector_store_locked_for_a_moment_is_waited_for_and_never_called_damaged(test_settings, monkeypatch):
+    import irs.store as store_module
+
+    real, calls = store_module.Vectors, []
+
+    def locked_twice(*args):
+        calls.append(args)
+        if len(calls) <= 2:
+            raise RuntimeError("Database error: error returned from database: (code: 5) database is locked")
+        return real(*args)
+
+    monkeypatch.setattr(store_module, "Vectors", locked_twice)
+    with Index(test_settings) as index:
+        assert len(calls) == 3 and index.stats().images == 0
+
+    def always_locked(*args):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(store_module, "Vectors", always_locked)
+    monkeypatch.setattr(store_module, "LOCKED_WAIT", 0.5)
+    with pytest.raises(StoreError) as err:
+        Index(test_settings)
+    assert "stayed locked for 0.5 s" in str(err.value) and "try again" in str(err.value)
+    assert "Move it aside" not in str(err.value)  # a busy store is not damaged: nothing to rebuild
