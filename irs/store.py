@@ -175,8 +175,9 @@ class Store:
                 + "\n  ".join(diffs)
                 + (
                     "\nThe weight-free segmenter's regions changed since (it drops background regions, regrows "
-                    "edges the median filter took, joins fragments to their object): index the folders again into a "
-                    "new --db (this one still opens with the irs that built it)."
+                    "edges the median filter took, joins fragments to their object, cuts finer colour clusters that "
+                    "find small objects): index the folders again into a new --db (this one still opens with the irs "
+                    "that built it)."
                     if changed and settings.segmenter == "components"
                     else "\nUse the database's settings (see irs.toml in it) or choose a new --db."
                 )

@@ -267,6 +267,31 @@ def test_a_grey_square_as_grey_as_the_noise_around_it_survives_by_its_texture():
     assert best_iou(demo_segments(ComponentsSegmenter(), pixels), flat) > 0.8
 
 
+def test_a_faint_object_on_a_ground_of_many_colours_gets_its_own_segment():
+    """Nine far-apart colour bands and, on the grey one, a small square 30 levels lighter (ΔE about 12):
+    with only eight colour clusters the square shared the grey band's and was never cut out."""
+    height, width = 192, 288
+    bands = [(200, 40, 40), (40, 160, 40), (40, 40, 200), (220, 220, 60), (120, 120, 120)]
+    bands += [(200, 80, 200), (60, 200, 200), (30, 30, 30), (240, 240, 240)]
+    pixels = np.zeros((height, width, 3), np.uint8)
+    for i, colour in enumerate(bands):
+        pixels[:, i * 32 : (i + 1) * 32] = colour
+    square = np.zeros((height, width), bool)
+    square[88:104, 136:152] = True
+    pixels[square] = (150, 150, 150)
+    assert best_iou(demo_segments(ComponentsSegmenter(), pixels), square) > 0.7
+    assert best_iou(demo_segments(ComponentsSegmenter(clusters=8), pixels), square) < 0.1
+
+
+def test_the_demo_profile_keeps_the_smallest_synthetic_shapes():
+    """The varied scenes' smallest shapes cover about 0.0012-0.002 of the image; they are kept."""
+    pixels = np.full((256, 256, 3), (90, 110, 90), np.uint8)
+    dot = disc(256, 0.3, 0.6, 0.022)  # 0.0015 of the image
+    pixels[dot] = (220, 60, 60)
+    assert 0.0012 < dot.mean() < 0.002
+    assert best_iou(demo_segments(ComponentsSegmenter(), pixels), dot) > 0.7
+
+
 def test_an_image_of_background_only_gives_no_segments():
     side = 256
     rng = np.random.default_rng(5)
