@@ -6,15 +6,15 @@ Four attribute-free families, in words irs's parser reads (a query it reads othe
 - absolute:    "a dog on the left", "a dog in the top right": the box centre in that cell of thirds, the cells
                of irs.spatial.POSITIONS
 - relation:    "a person to the left of a horse" (right of, above, below): irs.spatial's relation geometry,
-               the subject's box centre RELATION_MARGIN further that way than the object's
+               the subject's box centre CLEAR_GAP further that way than the object's
 - two_objects: "a dog and a frisbee"
 
 Whether a statement holds in an image is read from its annotations as yes, no or unclear:
 - an instance is clear evidence unless it is a crowd region or tiny (box under `min_area` of the image);
 - a centre within `margin` of a third's edge is unclear for that edge (the image's own edges are no boundary);
-- a relation holds clearly when the centres differ by at least 2 x RELATION_MARGIN (spatial's fit >= 0.78)
+- a relation holds clearly when the centres differ by at least CLEAR_GAP (spatial's fit >= 0.99)
   and the boxes overlap along that axis by at most `max_overlap` of the narrower; it clearly fails when the
-  subject's centre is not on that side at all (fit <= 0.22); anything between is unclear;
+  subject's centre is not on that side at all (fit <= 0.5); anything between is unclear;
 - in a federated file (LVIS: images list `neg_category_ids`), a category not annotated in an image is absent
   only where the image lists it as such, and one in `not_exhaustive_category_ids` may have instances missing.
 An image is relevant when the statement clearly holds, ignored (left out of the ranking: EvalQuery.ignored)
@@ -38,7 +38,7 @@ import numpy as np
 from irs.evaluate import EvalQuery, entry_name
 from irs.geometry import Box, Point
 from irs.query import Phrase, Relation, parse_query
-from irs.spatial import POSITIONS, RELATION_MARGIN
+from irs.spatial import POSITIONS
 
 FAMILIES = ("object", "absolute", "relation", "two_objects")
 # a position -> the words of the query; the same names as irs.spatial.POSITIONS
@@ -54,6 +54,7 @@ PLACE_WORDS: dict[str, str] = {
     "bottom right": "in the bottom right",
 }
 assert set(PLACE_WORDS) == set(POSITIONS)
+CLEAR_GAP = 0.1  # a relation holds clearly when the two centres are this far apart along its axis (of the side)
 _THIRDS = {"left": (0.0, 1 / 3), "centre": (1 / 3, 2 / 3), "right": (2 / 3, 1.0), "any": (0.0, 1.0)}
 _ROWS = {"top": (0.0, 1 / 3), "centre": (1 / 3, 2 / 3), "bottom": (2 / 3, 1.0), "any": (0.0, 1.0)}
 # a position -> (x range, y range) of its cell, as irs.spatial.position_fit reads it
@@ -392,7 +393,7 @@ def related(predicate: str, subject: Box, obj: Box, max_overlap: float) -> int:
     d = sign * ((obj[lo] + obj[hi]) - (subject[lo] + subject[hi])) / 2
     if d <= 0:
         return NO
-    if d >= 2 * RELATION_MARGIN and overlap(subject, obj, axis) <= max_overlap:
+    if d >= CLEAR_GAP and overlap(subject, obj, axis) <= max_overlap:
         return YES
     return UNCLEAR
 
@@ -575,7 +576,7 @@ def _candidates(
             for predicate in predicates:
                 sign = 1 if predicate in ("left of", "above") else -1
                 d = sign * (centre[None, :] - centre[:, None])  # [s, o]: > 0 when s is on the said side of o
-                holds = (d >= 2 * RELATION_MARGIN) & ~too_close & differ
+                holds = (d >= CLEAR_GAP) & ~too_close & differ
                 for s, o in zip(*np.nonzero(holds)):
                     out["relation"].add(Statement("relation", str(cats[s]), predicate, str(cats[o])))
         names = sorted(set(cats.tolist()))

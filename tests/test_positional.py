@@ -19,6 +19,7 @@ from irs.benchmark import RELATION_TESTS
 from irs.evaluate import EvalQuery, load_jsonl
 from irs.positional import (
     CELLS,
+    CLEAR_GAP,
     FAMILIES,
     PLACE_WORDS,
     InstanceFileError,
@@ -29,7 +30,7 @@ from irs.positional import (
     with_article,
 )
 from irs.query import parse_query
-from irs.spatial import POSITIONS, RELATION_MARGIN, position_fit, relation_fit
+from irs.spatial import POSITIONS, position_fit, relation_fit
 from irs.synthetic import Scene, make_scenes, write_folder
 
 EVERYTHING = PositionalOptions(per_family=10_000, max_share=1.0)  # every statement that holds somewhere
@@ -187,7 +188,7 @@ def test_a_relation_whose_boxes_overlap_too_much_is_unclear(tmp_path):
     )
     queries = {q.text: q for q in positional_queries(data, EVERYTHING)[0]}
     q = queries["a dog to the left of a cat"]
-    # above.jpg: the dog's centre only 0.02 left of the cat's, short of 2 x RELATION_MARGIN: unclear too
+    # above.jpg: the dog's centre only 0.02 left of the cat's, short of CLEAR_GAP: unclear too
     assert q.relevant == {"clear.jpg"} and q.ignored == {"riding.jpg", "above.jpg"}
     assert queries["a dog above a cat"].relevant == {"riding.jpg", "above.jpg"}
 
@@ -466,10 +467,10 @@ def test_every_generated_query_is_true_where_relevant_and_clearly_false_where_no
                     for s, sc in subj
                     for o, oc in obj
                 ]
-                if relevant:  # a clear pair far enough apart, as irs.spatial scores it: fit 0.78 or more
-                    assert any(fit > 0.77 and ok for fit, ok in fits), (q.text, name)
+                if relevant:  # a clear pair far enough apart, as irs.spatial scores it: fit 0.99 or more
+                    assert any(fit > 0.99 and ok for fit, ok in fits), (q.text, name)
                 elif not unclear:  # every pair clearly not: the subject is not on that side at all
-                    assert all(fit < 0.23 for fit, _ in fits), (q.text, name)
+                    assert all(fit <= 0.5 for fit, _ in fits), (q.text, name)
             else:
                 if relevant:
                     assert any(_clear(*s) for s in subj) and (not b or any(_clear(*o) for o in obj))
@@ -479,8 +480,10 @@ def test_every_generated_query_is_true_where_relevant_and_clearly_false_where_no
             assert name in q.relevant and boxes and all(0 <= v <= 1 for box in boxes for v in box)
 
 
-def test_relation_thresholds_are_spatials_margin():
-    assert RELATION_MARGIN == 0.05  # the docs and the property above read 0.78 / 0.22 from it
+def test_relation_thresholds_match_spatials_fit():
+    # the docs and the property above: a clear relation scores 0.99 or more, a false one at most 0.5
+    assert relation_fit("left of", (0, 0, 0.1, 0.1), (0.05, 0.5), (0, 0, 0.1, 0.1), (0.05 + CLEAR_GAP, 0.5)) >= 0.99
+    assert relation_fit("left of", (0, 0, 0.1, 0.1), (0.5, 0.5), (0, 0, 0.1, 0.1), (0.5, 0.5)) == 0.5
     assert set(PLACE_WORDS) == set(CELLS) == set(POSITIONS)
 
 
