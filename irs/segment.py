@@ -158,7 +158,7 @@ class ComponentsSegmenter:
     """A segmenter that needs no weights: colour clusters (k-means in Lab), split into connected regions.
 
     It finds regions of near-uniform colour: right for flat objects on a textured ground (the synthetic
-    benchmark), a rough cut for photos, and it runs in milliseconds on a CPU. A region's score is its
+    benchmark), a rough cut for photos, and it needs no weights and no GPU. A region's score is its
     colour uniformity (predicted_iou) and how compact it is (stability_score), so flat, solid regions
     rank before background patches.
 
