@@ -410,6 +410,8 @@ def _near_share(part: np.ndarray, other: np.ndarray, reach: int) -> float:
     import cv2
 
     window = _box(part, reach + 1)
+    if not other[window].any():  # most regions are nowhere near each other: no dilation needed
+        return 0.0
     near = cv2.dilate(other[window].astype(np.uint8), _disk(reach)).astype(bool)
     return float((part[window] & near).sum() / part.sum())
 
@@ -471,13 +473,9 @@ def regrow_edge(mask: np.ndarray, lab: np.ndarray, reach: int) -> np.ndarray:
     nearer the region's median colour than the median colour of a band just beyond."""
     import cv2
 
-    height, width = mask.shape
-    ys, xs = np.nonzero(mask)
-    pad = 2 * reach + 6
-    y0, y1 = max(0, ys.min() - pad), min(height, ys.max() + pad + 1)
-    x0, x1 = max(0, xs.min() - pad), min(width, xs.max() + pad + 1)
-    region = mask[y0:y1, x0:x1]
-    colours = lab[y0:y1, x0:x1]
+    window = _box(mask, 2 * reach + 6)
+    region = mask[window]
+    colours = lab[window]
     region8 = region.astype(np.uint8)
     band = cv2.dilate(region8, _disk(reach)).astype(bool) & ~region
     near = cv2.dilate(region8, _disk(reach + 1)).astype(bool)
@@ -488,7 +486,7 @@ def regrow_edge(mask: np.ndarray, lab: np.ndarray, reach: int) -> np.ndarray:
     outside = np.median(colours[beyond], axis=0)
     band &= np.linalg.norm(colours - inside, axis=2) < np.linalg.norm(colours - outside, axis=2)
     out = mask.copy()
-    out[y0:y1, x0:x1] |= band
+    out[window] |= band
     return out
 
 
