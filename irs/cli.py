@@ -404,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(err)
     except sqlite3.DatabaseError as err:  # damaged after it was opened
         return _fail(damaged_message(Path(db), err))
+    except BrokenPipeError:  # the reader of the output went away: no error of irs's (irs/__main__.py)
+        raise
     except Exception as err:  # a bug in irs or a library: one line, the traceback on request
         if os.environ.get("IRS_DEBUG"):
             raise

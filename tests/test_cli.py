@@ -186,6 +186,26 @@ def test_progress_in_a_log_is_plain_lines(tmp_path, scenes_folder):
     assert "embed: 8/8 images" in out.stderr and "segment: 8/8 images" in out.stderr
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly(whole_image_db):
+    """`irs stats | head`, with the reader gone before irs writes: no error message, exit 141 (SIGPIPE's)."""
+    for command in (["stats"], ["search", "a red circle", "-k", "3"], ["errors", "--json"]):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            out = subprocess.run(
+                [sys.executable, "-m", "irs", *command, "--db", whole_image_db],
+                cwd=REPO,
+                env=cli_env(),
+                stdout=write,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=240,
+            )
+        finally:
+            os.close(write)
+        assert out.returncode == 141 and out.stderr == "", (command, out.stderr)
+
+
 def test_errors_says_when_there_are_none(whole_image_db):
     db = whole_image_db
     out = irs("errors", "--db", db)
