@@ -97,9 +97,10 @@ class Settings:
     weight_relation: float = 0.5  # how much a poor relation fit costs a pair of phrases
     weight_negative: float = 0.5  # how much a "-term" costs
     weight_all: float = 0.0  # 0..1: how much the weakest phrase counts besides the mean (a soft AND; irs/search.py)
-    # the query's text tower in bfloat16: about 1.8x faster on a CPU with AVX512-BF16 or AMX (a query is bound
-    # by reading the tower's weights), cosine to the float32 vector > 0.999; the index itself is unchanged
-    text_dtype: str = "float32"
+    # the query's text tower: float32, bfloat16 (a bf16 copy; fast on a CPU with AVX512-BF16 or AMX), int8 (an
+    # int8 copy, CPU only: irs/quantize.py) or auto (int8 on a CPU, else float32); query vectors move by < 1e-3 in
+    # cosine; the index is the same whichever is chosen
+    text_dtype: str = "auto"
     image_pool: int = 100  # candidates from the image collection (at least k: 0 means k)
     segment_pool: int = 400  # candidates from the segment collection (at least k)
 
@@ -148,6 +149,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "min_segment_area": 0.002,
         "max_segments": 8,
         "work_max_side": 256,
+        "text_dtype": "float32",  # answers compared with stored ones to the last bit (int8: tests/test_quantize.py)
     },
     # "demo": works offline: the small CLIP trained in this repo on synthetic shapes, weight-free segments
     "demo": {
@@ -297,7 +299,7 @@ _RULES: dict[str, _Rule] = {
     "weight_relation": _WEIGHT,
     "weight_negative": _WEIGHT,
     "weight_all": _range(_read_float, 0, 1),
-    "text_dtype": _choice("float32", "bfloat16"),
+    "text_dtype": _choice("auto", "float32", "bfloat16", "int8"),
     "image_pool": _range(_read_int, 0),  # search takes at least k candidates, so 0 means k
     "segment_pool": _range(_read_int, 0),
     "allowed_roots": _Rule(_read_list, _anything, "is not allowed (must be a list of folders, or text with commas)"),
