@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import threading
@@ -17,6 +16,14 @@ from irs.geometry import fit_mask, pad_box
 from irs.models import ClipModel, autocast
 from irs.pipeline import chunks
 from irs.records import Segment
+from irs.text_tower import (
+    can_quantize_text,
+    can_truncate_text,
+    encode_text_int8,
+    encode_text_truncated,
+    int8_text_tower,
+    text_tower_copy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ class Embedder:
         self._text_tower = text_tower_copy(clip.model, torch.bfloat16) if self._text_bf16 and self._truncates else None
         self._wants_int8 = text_dtype == "int8" or (text_dtype == "auto" and clip.device.type == "cpu")
         self._int8_quiet = text_dtype == "auto"
+        self._threads = torch.get_num_threads()  # the count an int8 query restores (irs.text_tower.one_thread)
 
     @property
     def dim(self) -> int:
@@ -102,12 +110,10 @@ class Embedder:
 
     def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """The text tower on the query's tokens only, where that gives the same vectors (see below); with
-        text_dtype int8, through the int8 copy (irs.quantize); with bfloat16, in bf16 (a query's tower is bound
+        text_dtype int8, through the int8 copy (irs.text_tower); with bfloat16, in bf16 (a query's tower is bound
         by reading its weights: half the bytes)."""
         if self._int8_tower is not None:
-            from irs.quantize import encode_text_int8
-
-            return encode_text_int8(self._int8_tower, tokens)
+            return encode_text_int8(self._int8_tower, tokens, self._threads)
         if self._text_tower is not None:
             return encode_text_truncated(self._text_tower, tokens)
         if self._text_bf16:  # a tower the copy cannot stand in for: bf16 arithmetic on the stock path
@@ -123,11 +129,9 @@ class Embedder:
         return self._int8_text_tower(self._int8_quiet) if self._wants_int8 else None
 
     def _int8_text_tower(self, quiet: bool = False) -> torch.nn.Module | None:
-        """An int8 copy of the text tower (irs.quantize), once a probe query through it points where the
+        """An int8 copy of the text tower (irs.text_tower), once a probe query through it points where the
         float32 one does; else None, with a warning (`quiet`, for text_dtype auto: an info line), and queries
         run in float32."""
-        from irs.quantize import can_quantize_text, encode_text_int8, int8_text_tower  # it builds on this module
-
         warn = log.info if quiet else log.warning
         model = self.clip.model
         if self.clip.device.type != "cpu" or not self._truncates or not can_quantize_text(model):
@@ -138,7 +142,7 @@ class Embedder:
             tower = int8_text_tower(model)
             with torch.inference_mode():
                 exact = torch.nn.functional.normalize(encode_text_truncated(model, probe).float(), dim=-1)
-                fast = torch.nn.functional.normalize(encode_text_int8(tower, probe).float(), dim=-1)
+                fast = torch.nn.functional.normalize(encode_text_int8(tower, probe, self._threads).float(), dim=-1)
         except (RuntimeError, NotImplementedError) as exc:  # no quantised kernels in this PyTorch build
             warn("text_dtype int8 is not available here (%s): queries run in float32", exc)
             return None
@@ -231,54 +235,6 @@ def segment_pixels(
         fill = blurred * inside_image + grey * (1 - inside_image)
     crops = crops * keep + fill * (1 - keep)
     return (crops - grey) / torch.tensor(std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
-
-
-def can_truncate_text(model: torch.nn.Module) -> bool:
-    """Whether `encode_text_truncated` gives this model's `encode_text` vectors: an open_clip CLIP whose text
-    tower is causal (each position attends only to earlier ones) and pools the end-of-text token (argmax).
-    Other towers (CustomTextCLIP, HF text models, bidirectional masks) keep the stock path."""
-    needed = ("transformer", "token_embedding", "positional_embedding", "ln_final", "attn_mask")
-    if not all(hasattr(model, name) for name in needed) or getattr(model, "text_pool_type", None) != "argmax":
-        return False
-    mask = model.attn_mask
-    if not isinstance(mask, torch.Tensor) or mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
-        return False
-    causal = torch.full(mask.shape, float("-inf"), device=mask.device).triu_(1)
-    return bool(torch.equal(mask.float(), causal)) and mask.shape[0] == model.positional_embedding.shape[0]
-
-
-TEXT_PARTS = ("transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection", "attn_mask")
-
-
-def text_tower_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """A copy of an open_clip CLIP's text tower alone, in `dtype`: what `encode_text_truncated` reads."""
-    tower = torch.nn.Module()
-    for name in TEXT_PARTS:
-        part = getattr(model, name)
-        if isinstance(part, torch.Tensor):  # parameters too: nothing trains this copy
-            tower.register_buffer(name, part.detach().to(dtype, copy=True))
-        else:
-            setattr(tower, name, None if part is None else copy.deepcopy(part).to(dtype))
-    return tower.eval()
-
-
-def encode_text_truncated(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """open_clip CLIP.encode_text run on the first L token positions only, L = the last end-of-text position
-    in the batch + 1 (a query is ~10 tokens of the 77). With a causal mask the output at the end-of-text
-    token depends only on the tokens before it, so the padding after it changes nothing: the same vectors
-    at a fraction of the work. Only for models `can_truncate_text` accepts."""
-    eot = tokens.argmax(dim=-1)  # open_clip's argmax pooling: the end-of-text token has the highest id
-    length = int(eot.max()) + 1
-    tokens = tokens[:, :length]
-    cast_dtype = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
-    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-    x = model.ln_final(x)
-    x = x[torch.arange(x.shape[0], device=x.device), eot]
-    projection = model.text_projection
-    if projection is None:
-        return x
-    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
 def _normalise(features: torch.Tensor) -> np.ndarray:

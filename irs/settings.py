@@ -98,7 +98,7 @@ class Settings:
     weight_negative: float = 0.5  # how much a "-term" costs
     weight_all: float = 0.0  # 0..1: how much the weakest phrase counts besides the mean (a soft AND; irs/search.py)
     # the query's text tower: float32, bfloat16 (a bf16 copy; fast on a CPU with AVX512-BF16 or AMX), int8 (an
-    # int8 copy, CPU only: irs/quantize.py) or auto (int8 on a CPU, else float32); query vectors move by < 1e-3 in
+    # int8 copy, CPU only: irs/text_tower.py) or auto (int8 on a CPU, else float32); query vectors move by < 1e-3 in
     # cosine; the index is the same whichever is chosen
     text_dtype: str = "auto"
     image_pool: int = 100  # candidates from the image collection (at least k: 0 means k)
@@ -149,7 +149,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "min_segment_area": 0.002,
         "max_segments": 8,
         "work_max_side": 256,
-        "text_dtype": "float32",  # answers compared with stored ones to the last bit (int8: tests/test_quantize.py)
+        "text_dtype": "float32",  # answers compared with stored ones to the last bit (int8: tests/test_text_tower.py)
     },
     # "demo": works offline: the small CLIP trained in this repo on synthetic shapes, weight-free segments
     "demo": {

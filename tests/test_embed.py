@@ -136,7 +136,7 @@ def test_text_vectors_are_open_clips_though_only_the_query_tokens_run(name, capl
     and in a batch: matrix shapes change the float rounding.)"""
     import torch
 
-    from irs.embed import can_truncate_text, encode_text_truncated
+    from irs.text_tower import can_truncate_text, encode_text_truncated
 
     model = load_clip(name, "", "cpu")
     assert can_truncate_text(model.model)
@@ -166,7 +166,7 @@ def test_text_towers_that_are_not_causal_keep_the_stock_encoder(clip):
     """A text tower that attends both ways (or pools another token) must not be truncated."""
     import copy
 
-    from irs.embed import can_truncate_text
+    from irs.text_tower import can_truncate_text
 
     both_ways = copy.deepcopy(clip.model)
     both_ways.attn_mask = None

@@ -9,10 +9,9 @@ import torch
 from PIL import Image
 
 import irs.embed
-import irs.quantize
 from irs.embed import Embedder
 from irs.models import load_clip
-from irs.quantize import Int8Linear, _cpu_has_vnni, can_quantize_text, one_thread
+from irs.text_tower import Int8Linear, _cpu_has_vnni, can_quantize_text, one_thread
 
 TEXTS = ["", "dog", "a red circle on the left", "a dog to the left of a bicycle", "a photo of " + "very " * 100 + "car"]
 
@@ -51,7 +50,7 @@ def test_without_int8_kernels_queries_run_in_float32_with_a_warning(tiny, monkey
     def missing(model: torch.nn.Module) -> torch.nn.Module:
         raise RuntimeError("Didn't find engine for operation quantized::linear_prepack NoQEngine")
 
-    monkeypatch.setattr(irs.quantize, "int8_text_tower", missing)
+    monkeypatch.setattr(irs.embed, "int8_text_tower", missing)
     with caplog.at_level(logging.WARNING):
         fast = Embedder(tiny, text_dtype="int8")
         assert fast._int8_tower is None
@@ -103,26 +102,39 @@ def test_vnni_is_read_from_the_cpu_flags(tmp_path):
     assert not _cpu_has_vnni(tmp_path / "missing")
 
 
-def test_one_thread_inside_for_the_calling_thread_only_and_the_count_back_after():
+def test_one_thread_inside_for_the_calling_thread_only_and_the_given_count_after():
     before = torch.get_num_threads()
     entered, release = threading.Event(), threading.Event()
     seen: list[int] = []
 
     def other() -> None:
-        with one_thread():
+        with one_thread(before):
             seen.append(torch.get_num_threads())
             entered.set()
             release.wait(5)
+        seen.append(torch.get_num_threads())
+
+    def late() -> None:  # starts while `other` is inside: begins with 1, and must not leave 1 behind
+        with one_thread(before):
+            pass
         seen.append(torch.get_num_threads())
 
     worker = threading.Thread(target=other)
     worker.start()
     entered.wait(5)
     assert torch.get_num_threads() == before  # this thread's work keeps its threads
+    latecomer = threading.Thread(target=late)
+    latecomer.start()
+    latecomer.join(5)
     release.set()
     worker.join(5)
-    assert seen == [1, before]
-    with pytest.raises(ValueError), one_thread():
+    assert seen == [1, before, before]
+    fresh: list[int] = []
+    starter = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+    starter.start()
+    starter.join(5)
+    assert fresh == [before]  # threads started from now on get the process's count
+    with pytest.raises(ValueError), one_thread(before):
         raise ValueError("an error inside")
     assert torch.get_num_threads() == before
 

@@ -1,6 +1,7 @@
-"""An int8 copy of an open_clip text tower, for queries on a CPU (the text_dtype setting "int8").
+"""The query's text tower: open_clip's, run on the query's tokens only, and its bf16 and int8 copies (the
+text_dtype setting).
 
-A query's text tower on a CPU is bound by reading its weights (ViT-B-32's are 150 MB in float32) and by the
+int8: a query's text tower on a CPU is bound by reading its weights (ViT-B-32's are 150 MB in float32) and by the
 float matrix products of ~10 tokens. Here every linear layer (the attention's input and output projections
 and the MLP) keeps its weights in int8, one scale per output channel, and quantises its input to 8 bits at
 run time (PyTorch's dynamic quantisation kernels: fbgemm on x86, qnnpack on ARM). The attention itself, the
@@ -13,6 +14,7 @@ batched with it: `encode_text_int8` encodes texts one at a time, so a text alway
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 from collections.abc import Iterator
@@ -22,7 +24,53 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from irs.embed import encode_text_truncated, text_tower_copy
+
+def can_truncate_text(model: torch.nn.Module) -> bool:
+    """Whether `encode_text_truncated` gives this model's `encode_text` vectors: an open_clip CLIP whose text
+    tower is causal (each position attends only to earlier ones) and pools the end-of-text token (argmax).
+    Other towers (CustomTextCLIP, HF text models, bidirectional masks) keep the stock path."""
+    needed = ("transformer", "token_embedding", "positional_embedding", "ln_final", "attn_mask")
+    if not all(hasattr(model, name) for name in needed) or getattr(model, "text_pool_type", None) != "argmax":
+        return False
+    mask = model.attn_mask
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
+        return False
+    causal = torch.full(mask.shape, float("-inf"), device=mask.device).triu_(1)
+    return bool(torch.equal(mask.float(), causal)) and mask.shape[0] == model.positional_embedding.shape[0]
+
+
+TEXT_PARTS = ("transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection", "attn_mask")
+
+
+def text_tower_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of an open_clip CLIP's text tower alone, in `dtype`: what `encode_text_truncated` reads."""
+    tower = torch.nn.Module()
+    for name in TEXT_PARTS:
+        part = getattr(model, name)
+        if isinstance(part, torch.Tensor):  # parameters too: nothing trains this copy
+            tower.register_buffer(name, part.detach().to(dtype, copy=True))
+        else:
+            setattr(tower, name, None if part is None else copy.deepcopy(part).to(dtype))
+    return tower.eval()
+
+
+def encode_text_truncated(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip CLIP.encode_text run on the first L token positions only, L = the last end-of-text position
+    in the batch + 1 (a query is ~10 tokens of the 77). With a causal mask the output at the end-of-text
+    token depends only on the tokens before it, so the padding after it changes nothing: the same vectors
+    at a fraction of the work. Only for models `can_truncate_text` accepts."""
+    eot = tokens.argmax(dim=-1)  # open_clip's argmax pooling: the end-of-text token has the highest id
+    length = int(eot.max()) + 1
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), eot]
+    projection = model.text_projection
+    if projection is None:
+        return x
+    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
 class Int8Linear(torch.nn.Module):
@@ -77,9 +125,9 @@ def can_quantize_text(model: torch.nn.Module) -> bool:
         return False
     for block in blocks:
         attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
-        if not isinstance(attn, torch.nn.MultiheadAttention) or not attn._qkv_same_embed_dim:
+        if not isinstance(attn, torch.nn.MultiheadAttention) or hasattr(block, "ln_1_kv"):
             return False
-        if attn.in_proj_bias is None or hasattr(block, "ln_1_kv"):
+        if attn.in_proj_weight is None or attn.in_proj_bias is None:  # separate q/k/v weights, or no biases
             return False
         if not all(isinstance(getattr(mlp, name, None), torch.nn.Linear) for name in ("c_fc", "c_proj")):
             return False
@@ -99,25 +147,27 @@ def int8_text_tower(model: torch.nn.Module) -> torch.nn.Module:
     return tower.eval()
 
 
-def encode_text_int8(tower: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def encode_text_int8(tower: torch.nn.Module, tokens: torch.Tensor, threads: int) -> torch.Tensor:
     """`encode_text_truncated` through an int8 tower, one text at a time (see the module doc), on one thread:
     a ~10-token text is ~100 small kernels, and with irs's sleeping OpenMP threads (OMP_WAIT_POLICY=PASSIVE)
     waking a second thread for each costs more than it saves (ViT-B-32, two texts: 12 ms on one thread, 21 on
-    two)."""
-    with one_thread():
+    two; the two texts on two threads side by side: 13 ms, as Python's dispatch of the small kernels is
+    serial). `threads`: the process's thread count, restored after."""
+    with one_thread(threads):
         return torch.cat([encode_text_truncated(tower, row[None]) for row in tokens.cpu()])
 
 
 @contextmanager
-def one_thread() -> Iterator[None]:
-    """torch on one intra-op thread inside `with`, for the calling thread. torch's OpenMP thread count is kept
-    per thread, so other threads' work is not slowed; a thread started meanwhile begins with 1 (only slower)."""
-    before = torch.get_num_threads()
+def one_thread(restore: int) -> Iterator[None]:
+    """torch on one intra-op thread inside `with` for the calling thread, and `restore` threads after. torch
+    keeps the OpenMP count per thread, so other threads' work is not slowed, but it also keeps a process-wide
+    count that threads started later begin with; `restore` is a fixed count, not one read here, because a
+    thread that began while another was inside would read 1 and leave it."""
     torch.set_num_threads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(restore)
 
 
 def _cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
