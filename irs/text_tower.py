@@ -119,7 +119,8 @@ class Int8SelfAttention(torch.nn.Module):
 
 def can_quantize_text(model: torch.nn.Module) -> bool:
     """Whether `int8_text_tower` can copy this tower: every block an open_clip ResidualAttentionBlock with
-    plain self-attention (no key/value projections of their own, biases present) and a c_fc/c_proj MLP."""
+    plain self-attention (one input projection with biases, no added key/value positions) and a c_fc/c_proj
+    MLP."""
     blocks = getattr(getattr(model, "transformer", None), "resblocks", None)
     if blocks is None or len(blocks) == 0:
         return False
@@ -128,6 +129,8 @@ def can_quantize_text(model: torch.nn.Module) -> bool:
         if not isinstance(attn, torch.nn.MultiheadAttention) or hasattr(block, "ln_1_kv"):
             return False
         if attn.in_proj_weight is None or attn.in_proj_bias is None:  # separate q/k/v weights, or no biases
+            return False
+        if attn.bias_k is not None or attn.add_zero_attn:  # extra key/value positions the copy does not add
             return False
         if not all(isinstance(getattr(mlp, name, None), torch.nn.Linear) for name in ("c_fc", "c_proj")):
             return False

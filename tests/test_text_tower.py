@@ -72,8 +72,12 @@ def test_towers_int8_cannot_copy_keep_float32(tiny, caplog):
     cross.transformer.resblocks[0].ln_1_kv = torch.nn.LayerNorm(8)
     no_mlp = copy.deepcopy(tiny.model)
     no_mlp.transformer.resblocks[-1].mlp = torch.nn.Identity()
+    extra_keys = copy.deepcopy(tiny.model)
+    block = extra_keys.transformer.resblocks[0]
+    width, heads = block.attn.embed_dim, block.attn.num_heads
+    block.attn = torch.nn.MultiheadAttention(width, heads, add_bias_kv=True, batch_first=block.attn.batch_first)
     assert can_quantize_text(tiny.model)
-    assert not can_quantize_text(cross) and not can_quantize_text(no_mlp)
+    assert not can_quantize_text(cross) and not can_quantize_text(no_mlp) and not can_quantize_text(extra_keys)
     assert not can_quantize_text(torch.nn.Linear(2, 2))
     emb = Embedder(tiny, text_dtype="int8")
     emb.clip = dataclasses.replace(tiny, model=no_mlp)
