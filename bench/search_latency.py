@@ -10,7 +10,7 @@ size is searched three times: with the query's text tower in int8 (what the defa
 and bfloat16 (the text_dtype setting); and beside another busy process, with torch's waiting threads sleeping
 (irs's default) and spinning.
 
-    python bench/search_latency.py --quick          # 10k images only, about 10 minutes
+    python bench/search_latency.py --quick          # 10k images only, about 4 minutes
     python bench/search_latency.py --json bench/results/search_latency.json
 """
 
