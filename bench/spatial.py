@@ -99,7 +99,7 @@ def main() -> int:
     parser.add_argument("--benchmarks", default="new,old", help="which: new, old or both (new,old)")
     parser.add_argument("--segmenters", default="components,oracle")
     parser.add_argument("--checkpoint", default="", help="another irs-small checkpoint (default: the bundled one)")
-    parser.add_argument("--text-dtype", default="float32", help="the query text tower: float32, bfloat16 or int8")
+    parser.add_argument("--text-dtype", default="auto", help="auto (default), float32, bfloat16, int8")
     parser.add_argument("--work", default=str(ROOT / "bench/out/spatial"))
     parser.add_argument("--json", default=str(ROOT / "bench/results/spatial.json"))
     args = parser.parse_args()

@@ -54,11 +54,10 @@ class Embedder:
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_lock = threading.Lock()  # searches from several threads share the cache
         self._truncates = can_truncate_text(clip.model)
-        self._text_bf16 = text_dtype == "bfloat16"
+        self._text_dtype = text_dtype
         # bf16 queries: a bf16 copy of the text tower alone (the image tower and the index are unchanged)
-        self._text_tower = text_tower_copy(clip.model, torch.bfloat16) if self._text_bf16 and self._truncates else None
-        self._wants_int8 = text_dtype == "int8" or (text_dtype == "auto" and clip.device.type == "cpu")
-        self._int8_quiet = text_dtype == "auto"
+        bf16 = text_dtype == "bfloat16" and self._truncates
+        self._text_tower = text_tower_copy(clip.model, torch.bfloat16) if bf16 else None
         self._threads = torch.get_num_threads()  # the count an int8 query restores (irs.text_tower.one_thread)
 
     @property
@@ -116,7 +115,7 @@ class Embedder:
             return encode_text_int8(self._int8_tower, tokens, self._threads)
         if self._text_tower is not None:
             return encode_text_truncated(self._text_tower, tokens)
-        if self._text_bf16:  # a tower the copy cannot stand in for: bf16 arithmetic on the stock path
+        if self._text_dtype == "bfloat16":  # a tower the copy cannot stand in for: bf16 arithmetic on the stock path
             with torch.autocast(self.clip.device.type, dtype=torch.bfloat16):
                 return self.clip.model.encode_text(tokens)
         if self._truncates:
@@ -126,7 +125,10 @@ class Embedder:
     @functools.cached_property
     def _int8_tower(self) -> torch.nn.Module | None:
         """Built on the first query, so indexing never pays for it (~0.5 s for ViT-B-32)."""
-        return self._int8_text_tower(self._int8_quiet) if self._wants_int8 else None
+        dtype, on_cpu = self._text_dtype, self.clip.device.type == "cpu"
+        if dtype == "int8" or (dtype == "auto" and on_cpu):
+            return self._int8_text_tower(quiet=dtype == "auto")
+        return None
 
     def _int8_text_tower(self, quiet: bool = False) -> torch.nn.Module | None:
         """An int8 copy of the text tower (irs.text_tower), once a probe query through it points where the
