@@ -6,6 +6,7 @@ import functools
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
 import numpy as np
@@ -106,6 +107,15 @@ class Embedder:
                     if len(self._text_cache) > 1024:
                         self._text_cache.popitem(last=False)
         return np.stack([found[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+    def text_stream(self, texts: list[str]) -> Iterator[np.ndarray]:
+        """The vectors of `texts` (as `texts` gives them), each as soon as it is encoded: one text at a time
+        where the text tower encodes one at a time anyway (int8), else all in one batch, which is faster."""
+        if self._int8_tower is None:
+            yield from self.texts(texts)
+            return
+        for text in texts:
+            yield self.texts([text])[0]
 
     def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """The text tower on the query's tokens only, where that gives the same vectors (see below); with

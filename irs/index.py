@@ -50,7 +50,7 @@ from irs.records import (
     Segment,
     SegmentedImage,
 )
-from irs.search import QueryVectors, check_k, embed_query, rank
+from irs.search import QueryVectors, check_k, embed_query, rank, search
 from irs.segment import Segmenter, make_segmenter, segment_images
 from irs.settings import Settings, load_settings, write_config
 from irs.store import Consistency, Stats, Store
@@ -421,7 +421,7 @@ class Index:
         k = check_k(k)
         parsed = parse_query(query)
         check_searchable(parsed)
-        return rank(self.store, parsed, embed_query(self.embedder, parsed), k, settings or self.settings)
+        return search(self.store, self.embedder, parsed, k, settings or self.settings)
 
     def similar(self, sha256: str, segment_index: int | None = None, k: int = 10) -> list[SearchResult]:
         """Images like a stored image, or like one of its segments (k as in `search`)."""

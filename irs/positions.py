@@ -96,6 +96,35 @@ class Positions:
         return np.searchsorted(self.keys, numbers << IDX_BITS), np.searchsorted(self.keys, (numbers + 1) << IDX_BITS)
 
 
+@dataclass(frozen=True)
+class SegmentPool:
+    """The segments a vector query found that the catalog lists, best first, as rows of one positions snapshot:
+    columns, not objects, because a search reads hundreds of hits and scores a few (`segments` makes those)."""
+
+    positions: Positions
+    rows: np.ndarray  # int64: each hit's row in `positions`
+    similarities: np.ndarray  # float64: each hit's similarity to the query
+    returned: np.ndarray  # the similarities of everything the query returned, listed or not, best first
+
+    def by_image(self) -> tuple[list[str], list[np.ndarray]]:
+        """The images hit, and each one's hits (numbers into this pool, best first)."""
+        if not len(self.rows):
+            return [], []
+        numbers = self.positions.keys[self.rows] >> IDX_BITS
+        order = np.argsort(numbers, kind="stable")  # stable: an image's hits stay best first
+        ranked = numbers[order]
+        starts = np.flatnonzero(np.diff(ranked, prepend=-1))
+        return [self.positions.shas[n] for n in ranked[starts].tolist()], np.split(order, starts[1:])
+
+    def centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every hit's centre (x, y)."""
+        return self.positions.columns[self.rows, 4], self.positions.columns[self.rows, 5]
+
+    def segments(self, hits: np.ndarray) -> list[Segment]:
+        """The segments (positions only, no masks) of some hits."""
+        return self.positions.segments(self.rows[hits])
+
+
 class PositionTable:
     """The positions of a catalog's segments, refreshed when the catalog changes (see the module doc)."""
 

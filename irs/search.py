@@ -21,12 +21,18 @@ segments for each phrase (and, while some image has no segments, the nearest `im
 for each phrase: such an image is scored with its whole image as its one segment, which only those pools
 bound). Bound: each candidate gets an upper bound from those pools (a position or
 relation fit never adds; a positional phrase's floor is lowered by the best fit among the image's own
-segments). Refine: the best ceilings are scored exactly, from their pool hits where those decide them,
-else with all their segments fetched, until the top k are exact. Decided?: when an image outside every
-pool could still beat the k-th score (its bound is made of the pools' lowest similarities), grow: the
-pools grow and the ranking is redone. The top k are therefore the true top k of what the vector queries
-can see: Chroma's HNSW is approximate, and on a large collection a segment it misses can beat a pool's
-floor (bench/search_latency.py measures how often).
+segments). Refine: candidates are taken best bound first and scored exactly, from their pool hits where
+those decide them, else with all their segments fetched, until no bound left can beat the k-th exact
+score. Decided?: when an image outside every pool could still beat the k-th score (its bound is made of
+the pools' lowest similarities), grow: the pools grow fourfold and the ranking is redone (a pool that
+already held the whole collection is not asked again). The top k are therefore the true top k of what
+the vector queries can see: Chroma's HNSW is approximate, and on a large collection a segment it misses
+can beat a pool's floor (bench/search_latency.py measures how often).
+
+`search` is what Index.search runs: `embed_query`, then `rank`, with each of the first round's vector queries
+started on a worker thread as soon as its text is encoded (the phrases first, the whole query last), so that
+Chroma, which frees the GIL, answers while the next text is still in the text tower. Each round also starts
+all its queries before it reads the first answer.
 
 Every result and every phrase match then gets a confidence (irs.confidence): its similarity read against the
 median of the phrase's final pool (what the phrase finds in typical segments here), capped by its position
@@ -42,22 +48,24 @@ for nothing; if none is positive all count the same), so no 0/0 can make a score
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import operator
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from irs.confidence import calibration_for, match_confidence, result_confidence, similarity_confidence
 from irs.geometry import pairwise_box_iou
-from irs.positions import Positions
+from irs.positions import Positions, SegmentPool
 from irs.query import ParsedQuery, Phrase
 from irs.records import Match, SearchResult, Segment
 from irs.settings import Settings
 from irs.spatial import position_fit, relation_fit
 from irs.store import Store
-from irs.vectors import SegmentHit
 
 if TYPE_CHECKING:
     from irs.embed import Embedder
@@ -147,20 +155,32 @@ class QueryVectors:
     negatives: list[np.ndarray] = field(default_factory=list)
 
 
-def embed_query(embedder: Embedder, parsed: ParsedQuery) -> QueryVectors:
-    """Embed a parsed query: the whole of it, each phrase, each negative term (one batch)."""
-    texts = [t.text for t in parsed.terms] or [parsed.text]
-    texts += [p.text for p in parsed.phrases] + [n.text for n in parsed.negatives]
-    vecs = embedder.texts(texts)
-    n_terms = len(parsed.terms) or 1
+def embed_query(
+    embedder: Embedder, parsed: ParsedQuery, ready: Callable[[np.ndarray, int | None], None] | None = None
+) -> QueryVectors:
+    """Embed a parsed query: the whole of it, each phrase, each negative term. `ready(vector, phrase)`, when
+    given, is called as soon as each phrase's vector (phrase = its number) and the whole query's (None) is
+    known: `search` starts their vector queries there, while the later texts are still being encoded."""
+    phrases = [p.text for p in parsed.phrases]
+    terms = [t.text for t in parsed.terms] or [parsed.text]
+    negatives = [n.text for n in parsed.negatives]
+    # phrases first: their segment queries take Chroma longest, so they are the ones worth starting early
+    encoded = embedder.text_stream(phrases + terms + negatives)
+    phrase_vecs = []
+    for i, vec in enumerate(itertools.islice(encoded, len(phrases))):
+        phrase_vecs.append(vec)
+        if ready is not None:
+            ready(vec, i)
+    term_vecs = np.stack(list(itertools.islice(encoded, len(terms))))
     weights = np.array([t.weight for t in parsed.terms] or [1.0], np.float64)
     # only the ratios matter: scaling by the largest keeps 1e-320 weights from underflowing to a zero vector
     top = float(weights.max())
     weights = weights / top if np.isfinite(top) and top > 0 else np.ones_like(weights)
-    whole = (vecs[:n_terms] * weights[:, None]).sum(axis=0)  # rclip-style weighted sum of the positive terms
+    whole = (term_vecs * weights[:, None]).sum(axis=0)  # rclip-style weighted sum of the positive terms
     whole = whole / max(float(np.linalg.norm(whole)), 1e-12)
-    n_phrases = len(parsed.phrases)
-    return QueryVectors(whole, list(vecs[n_terms : n_terms + n_phrases]), list(vecs[n_terms + n_phrases :]))
+    if ready is not None:
+        ready(whole, None)
+    return QueryVectors(whole, phrase_vecs, list(encoded))
 
 
 @dataclass
@@ -195,6 +215,83 @@ class Pools:
             self.total_images,
             self.total_segments,
         )
+
+
+def first_pools(store: Store, k: int, settings: Settings) -> Pools:
+    """The pools of a search's first round: the settings' sizes, at least k, never past the collection."""
+    total_images, total_segments = store.vector_counts()
+    return Pools(
+        min(max(settings.image_pool, k), total_images),
+        min(max(settings.segment_pool, k), total_segments),
+        total_images,
+        total_segments,
+    )
+
+
+class VectorQueries:
+    """The vector queries (Chroma) of one search, each asked once: a later round whose pool did not grow
+    reads the answer it had. A query may be started early on a worker thread (`search` starts the first
+    round's while the later texts are still encoded: Chroma frees the GIL); asking for its answer then waits
+    for it. A query nobody started is asked on the spot."""
+
+    def __init__(self, store: Store, worker: Executor | None = None) -> None:
+        self.store = store
+        self._worker = worker
+        self._asked: dict[tuple[str, int, bytes], Future] = {}
+
+    def start(self, kind: str, vector: np.ndarray, n: int) -> None:
+        """Start a query ("images" or "segments", the n nearest to vector) on the worker, if there is one."""
+        key = (kind, n, vector.tobytes())
+        if self._worker is not None and n > 0 and key not in self._asked:
+            self._asked[key] = self._worker.submit(self._ask, kind, vector, n)
+
+    def images(self, vector: np.ndarray, n: int) -> dict[str, float]:
+        """The n nearest whole images: sha256 -> similarity (Vectors.query_images)."""
+        return dict(self._answer("images", vector, n))  # a copy: the caller adds to it
+
+    def segments(self, vector: np.ndarray, n: int) -> SegmentPool:
+        """The n nearest segments (Store.query_segments)."""
+        return self._answer("segments", vector, n)
+
+    def _answer(self, kind: str, vector: np.ndarray, n: int) -> Any:
+        key = (kind, n, vector.tobytes())
+        if key not in self._asked:
+            answered: Future = Future()
+            answered.set_result(self._ask(kind, vector, n))
+            self._asked[key] = answered
+        return self._asked[key].result()
+
+    def _ask(self, kind: str, vector: np.ndarray, n: int) -> Any:
+        if kind == "images":
+            return self.store.vectors.query_images(vector, n)
+        return self.store.query_segments(vector, n)
+
+
+def search(
+    store: Store,
+    embedder: Embedder,
+    parsed: ParsedQuery,
+    k: int,
+    settings: Settings,
+    trace: dict[str, int] | None = None,
+) -> list[SearchResult]:
+    """Embed a parsed query and rank it (`embed_query`, then `rank`), with the first round's vector queries
+    started on a worker thread as soon as their texts are encoded. Chroma answers while the next text goes
+    through the text tower (with int8 queries, each on one core): the same results, sooner."""
+    with ThreadPoolExecutor(1, thread_name_prefix="irs-query") as worker:  # waits for what it started
+        queries = VectorQueries(store, worker)
+        pools = first_pools(store, k, settings)
+        use_segments = settings.weight_segment > 0
+
+        def ready(vector: np.ndarray, phrase: int | None) -> None:
+            # a query without phrases is ranked with its whole text as its one phrase (see rank)
+            if use_segments and (phrase is not None or not parsed.phrases):
+                queries.start("segments", vector, pools.segments)
+            if phrase is None:
+                queries.start("images", vector, pools.images)
+
+        vectors = embed_query(embedder, parsed, ready)
+        return rank(store, parsed, vectors, k, settings, trace, queries)
 
 
 def _units(parsed: ParsedQuery) -> list[tuple[str, int]]:
@@ -371,28 +468,24 @@ def rank(
     k: int,
     settings: Settings,
     trace: dict[str, int] | None = None,
+    queries: VectorQueries | None = None,
 ) -> list[SearchResult]:
     """The k best images for a parsed query (see the module doc); fewer when fewer are indexed. `trace`, when
-    given, receives how many rounds the pools took and their final sizes (for benchmarks)."""
+    given, receives how many rounds the pools took and their final sizes (for benchmarks); `queries`, the
+    vector queries `search` started early."""
     _check_weights(settings)
-    total_images, total_segments = store.vector_counts()
-    k = min(k, total_images)  # a huge k allocates nothing and never asks Chroma for more than there is
+    queries = queries or VectorQueries(store)
+    pools = first_pools(store, k, settings)
+    k = min(k, pools.total_images)  # a huge k allocates nothing and never asks Chroma for more than there is
     if k <= 0:
         return []
     if not parsed.phrases:  # nothing to look for in segments: the whole query against whole images
         parsed, vectors = _whole_query_as_phrase(parsed, vectors)
-    pools = Pools(
-        min(max(settings.image_pool, k), total_images),
-        min(max(settings.segment_pool, k), total_segments),
-        total_images,
-        total_segments,
-    )
     rounds = 0
     for _ in range(MAX_ROUNDS):
         rounds += 1
-        gathered = _gather(store, parsed, vectors, pools, settings)
-        candidates = _bound(parsed, gathered, settings)
-        top = _refine(store, parsed, vectors, settings, candidates, k)
+        gathered = _gather(queries, parsed, vectors, pools, settings)
+        top = _refine(store, parsed, vectors, settings, _bound(parsed, gathered, settings), k)
         if _decided(top, _unseen_bound(parsed, gathered, settings), k) or pools.complete:
             break
         pools = pools.grown()
@@ -440,8 +533,7 @@ def _whole_query_as_phrase(parsed: ParsedQuery, vectors: QueryVectors) -> tuple[
     return parsed, QueryVectors(vectors.whole, [vectors.whole], vectors.negatives)
 
 
-# A segment in a phrase's pool, with its similarity to the phrase.
-PoolHit = tuple[Segment, float]
+NO_HITS = np.zeros(0, np.int64)
 
 
 @dataclass
@@ -449,7 +541,8 @@ class Gathered:
     """What one round's vector queries found, and how far their pools reach."""
 
     image_sims: dict[str, float]  # every image found in any pool whose vector is readable -> sim to the query
-    hits: list[dict[str, list[PoolHit]]]  # per phrase: image -> its segments in that phrase's pool
+    pools: list[SegmentPool | None]  # per phrase: the segments its vector query found (None: segments unused)
+    hits: list[dict[str, np.ndarray]]  # per phrase: image -> its hits in that phrase's pool (numbers into it)
     best: list[dict[str, float]]  # per phrase: image -> the best phrase score among its hits (positions known)
     # No image outside the image pool is more similar to the whole query than this; None: the pool holds all.
     image_floor: float | None
@@ -473,7 +566,7 @@ class ImageCandidate:
 
     sha256: str
     image_sim: float
-    hits: list[list[PoolHit]]  # per phrase: this image's segments in that phrase's pool
+    hits: list[np.ndarray]  # per phrase: this image's hits in that phrase's pool (numbers into Gathered.pools)
     known: list[float | None]  # per phrase: the best phrase score among its hits (None: no hit)
     floors: list[float | None]  # per phrase: no segment of it outside the pool scores higher (None: none is)
     bound: float  # no exact score of this image is higher (inf: cannot be decided, so it is scored exactly)
@@ -486,27 +579,37 @@ class ImageCandidate:
         return self.scored.fused if self.scored is not None else self.bound
 
 
-def _gather(store: Store, parsed: ParsedQuery, vectors: QueryVectors, pools: Pools, settings: Settings) -> Gathered:
+def _gather(
+    queries: VectorQueries, parsed: ParsedQuery, vectors: QueryVectors, pools: Pools, settings: Settings
+) -> Gathered:
     """Stage 1: the nearest images to the whole query and the nearest segments to each phrase."""
-    image_sims = store.vectors.query_images(vectors.whole, pools.images)
-    # an image outside the pool is no more similar than the pool's last one (an empty pool tells nothing)
-    image_floor = min(image_sims.values(), default=1.0) if len(image_sims) < pools.total_images else None
-    hits: list[dict[str, list[PoolHit]]] = []
+    store = queries.store
+    use_segments = settings.weight_segment > 0
+    for vec in vectors.phrases if use_segments else []:  # Chroma answers one while this thread reads another
+        queries.start("segments", vec, pools.segments)
+    queries.start("images", vectors.whole, pools.images)
+    found: list[SegmentPool | None] = []
+    hits: list[dict[str, np.ndarray]] = []
     best: list[dict[str, float]] = []
     floors: list[float | None] = []
     typical: list[float] = []
     for phrase, vec in zip(parsed.phrases, vectors.phrases):
-        found, floor, middle = _phrase_pool(store, vec, pools) if settings.weight_segment > 0 else ([], None, math.nan)
-        by_image: dict[str, list[PoolHit]] = {}
-        for hit in found:
-            by_image.setdefault(hit.sha256, []).append((hit.segment, hit.similarity))
-        hits.append(by_image)
-        best.append(_best_by_image(phrase, found, settings.weight_position))
-        floors.append(floor)
-        typical.append(middle)
+        pool = queries.segments(vec, pools.segments) if use_segments else None
+        returned = pool.returned if pool is not None else np.zeros(0)
+        # an image's segment outside the pool is no more similar than the pool's last one
+        floors.append(float(returned[-1]) if len(returned) and len(returned) < pools.total_segments else None)
+        typical.append(float(np.median(returned)) if len(returned) else math.nan)
+        shas_hit, groups = pool.by_image() if pool is not None else ([], [])
+        hits.append(dict(zip(shas_hit, groups)))
+        best.append(_best_by_image(phrase, pool, shas_hit, groups, settings.weight_position))
+        found.append(pool)
+    # asked after the phrases' pools: `search` starts it last (its text is encoded last)
+    image_sims = queries.images(vectors.whole, pools.images)
+    # an image outside the pool is no more similar than the pool's last one (an empty pool tells nothing)
+    image_floor = min(image_sims.values(), default=1.0) if len(image_sims) < pools.total_images else None
     image_typical = float(np.median(list(image_sims.values()))) if image_sims else math.nan
     positions = store.current_positions()  # one snapshot for the whole round
-    whole = _whole_image_pools(store, positions, parsed, vectors, pools, settings)
+    whole = _whole_image_pools(queries, positions, parsed, vectors, pools, settings)
     # images without segments, among those the image pools found (any image a segment pool found has some)
     found_whole = (
         list(dict.fromkeys([*image_sims, *(sha for by_image in whole[0] for sha in by_image)])) if whole else []
@@ -518,14 +621,19 @@ def _gather(store: Store, parsed: ParsedQuery, vectors: QueryVectors, pools: Poo
         image_sims[sha] = float(vec @ vectors.whole)
     kept = {sha: image_sims[sha] for sha in shas if sha in image_sims}
     caps = _fit_caps(positions, parsed, list(kept), settings)
-    gathered = Gathered(kept, hits, best, image_floor, floors, typical, image_typical, caps)
+    gathered = Gathered(kept, found, hits, best, image_floor, floors, typical, image_typical, caps)
     if whole:
         gathered.unsegmented, gathered.whole_known, gathered.whole_floors = set(unsegmented), *whole
     return gathered
 
 
 def _whole_image_pools(
-    store: Store, positions: Positions, parsed: ParsedQuery, vectors: QueryVectors, pools: Pools, settings: Settings
+    queries: VectorQueries,
+    positions: Positions,
+    parsed: ParsedQuery,
+    vectors: QueryVectors,
+    pools: Pools,
+    settings: Settings,
 ) -> tuple[list[dict[str, float]], list[float | None]] | None:
     """While some image has no segments (its segmentation pending, or nothing found), per phrase the nearest
     whole images to the phrase: image -> its phrase score with its whole image as its one segment (centred),
@@ -536,7 +644,7 @@ def _whole_image_pools(
     known, floors = [], []
     for phrase, vec in zip(parsed.phrases, vectors.phrases):
         fit_cost = settings.weight_position * (float(position_fit(phrase.position, WHOLE_IMAGE.centroid)) - 1)
-        sims = store.vectors.query_images(vec, pools.images)
+        sims = queries.images(vec, pools.images)
         known.append({sha: sim + fit_cost for sha, sim in sims.items()})
         floors.append(min(sims.values(), default=1.0) + fit_cost if len(sims) < pools.total_images else None)
     return known, floors
@@ -573,20 +681,38 @@ def _fit_caps(positions: Positions, parsed: ParsedQuery, shas: list[str], settin
     return caps
 
 
-def _phrase_pool(store: Store, vec: np.ndarray, pools: Pools) -> tuple[list[SegmentHit], float | None, float]:
-    """One phrase's nearest segments, the pool's floor (None when it holds all) and its median similarity
-    (NaN when empty)."""
-    found, sims = store.query_segments(vec, pools.segments)
-    # an image's segment outside the pool is no more similar than the pool's last one
-    floor = float(sims[-1]) if len(sims) and len(sims) < pools.total_segments else None
-    middle = float(np.median(sims)) if len(sims) else math.nan
-    return found, floor, middle
+@dataclass
+class Bounded:
+    """Stage 2's answer: every image found, as columns (one row per image), best bound first."""
+
+    shas: list[str]
+    image_sims: np.ndarray
+    known: np.ndarray  # images x phrases: the best phrase score among its hits (NaN: no hit)
+    floors: np.ndarray  # images x phrases: no segment of it outside the pool scores higher (NaN: none is)
+    bounds: np.ndarray  # no exact score of the image is higher (inf: cannot be decided, so it is scored exactly)
+    gathered: Gathered
+
+    def key(self, row: int) -> tuple[float, str]:
+        """The sort key of a row's bound (see _descending)."""
+        return _descending(float(self.bounds[row]), self.shas[row])
+
+    def candidate(self, row: int) -> ImageCandidate:
+        """One image as a candidate object: made only for the few the ranking looks at."""
+        sha = self.shas[row]
+        return ImageCandidate(
+            sha,
+            float(self.image_sims[row]),
+            [by_image.get(sha, NO_HITS) for by_image in self.gathered.hits],
+            [None if v != v else v for v in self.known[row].tolist()],  # NaN: no hit, no floor
+            [None if v != v else v for v in self.floors[row].tolist()],
+            float(self.bounds[row]),
+        )
 
 
-def _bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings) -> list[ImageCandidate]:
+def _bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings) -> Bounded:
     """Stage 2: every image found, with an upper bound from its pool hits and the pools' floors (for a
     positional phrase, lowered by the best fit among the image's segments: `_fit_caps`). The bounds of all
-    images at once, as arrays: per search there are hundreds of candidates."""
+    images at once, as arrays: per search there are hundreds of candidates, and the ranking looks at few."""
     shas = list(gathered.image_sims)
     image_sims = np.array([gathered.image_sims[sha] for sha in shas], np.float64)
     known = [np.array([best.get(sha, np.nan) for sha in shas], np.float64) for best in gathered.best]
@@ -601,36 +727,30 @@ def _bound(parsed: ParsedQuery, gathered: Gathered, settings: Settings) -> list[
     for i, (whole, floor) in enumerate(zip(gathered.whole_known, gathered.whole_floors)):
         known[i][rows] = [whole.get(shas[n], np.nan) for n in rows]
         floors[i][rows] = np.nan if floor is None else floor
-    bounds = _bound_from(parsed, known, floors, image_sims, settings).tolist()
-    known_rows = np.stack(known, 1).tolist() if known else [[] for _ in shas]
-    floor_rows = np.stack(floors, 1).tolist() if floors else [[] for _ in shas]
-    return [
-        ImageCandidate(
-            sha,
-            float(image_sims[n]),
-            [by_image.get(sha, []) for by_image in gathered.hits],
-            [None if v != v else v for v in known_rows[n]],  # NaN: no hit, no floor
-            [None if v != v else v for v in floor_rows[n]],
-            bounds[n],
-        )
-        for n, sha in enumerate(shas)
-    ]
+    bounds = _bound_from(parsed, known, floors, image_sims, settings)
+    # best bound first, ties by sha256 (_descending); NaN cannot occur: _bound_from makes it inf
+    order = np.lexsort((np.array(shas), -bounds)) if shas else np.zeros(0, np.int64)
+    columns = [np.stack(known, 1), np.stack(floors, 1)] if known else [np.zeros((len(shas), 0))] * 2
+    return Bounded(
+        [shas[n] for n in order.tolist()],
+        image_sims[order],
+        columns[0][order],
+        columns[1][order],
+        bounds[order],
+        gathered,
+    )
 
 
-def _best_by_image(phrase: Phrase, found: list[SegmentHit], weight_position: float) -> dict[str, float]:
-    """Per image, the best phrase score among its hits in the phrase's pool: the position fits of the whole
-    pool in one vectorised step (per candidate, this was most of a search's time)."""
-    if not found:
+def _best_by_image(
+    phrase: Phrase, pool: SegmentPool | None, shas: list[str], groups: list[np.ndarray], weight_position: float
+) -> dict[str, float]:
+    """Per image hit (`shas`, with its hits `groups`: SegmentPool.by_image), the best phrase score among its hits:
+    the position fits of the whole pool in one vectorised step (per candidate, this was most of a search's time)."""
+    if pool is None or not shas:
         return {}
-    sims = np.array([hit.similarity for hit in found])
-    xs = np.array([hit.segment.centroid[0] for hit in found])
-    ys = np.array([hit.segment.centroid[1] for hit in found])
-    scores = sims + weight_position * (position_fit(phrase.position, (xs, ys)) - 1)
-    best: dict[str, float] = {}
-    for hit, score in zip(found, scores.tolist()):
-        if hit.sha256 not in best or score > best[hit.sha256]:
-            best[hit.sha256] = score
-    return best
+    scores = pool.similarities + weight_position * (position_fit(phrase.position, pool.centroids()) - 1)
+    starts = np.cumsum([0, *(len(g) for g in groups[:-1])])
+    return dict(zip(shas, np.maximum.reduceat(scores[np.concatenate(groups)], starts).tolist()))
 
 
 def _bound_from(
@@ -649,7 +769,9 @@ def _bound_from(
     return np.where(np.isfinite(bounds), bounds, np.inf)
 
 
-def _score_from_hits(parsed: ParsedQuery, cand: ImageCandidate, settings: Settings) -> Scored | None:
+def _score_from_hits(
+    parsed: ParsedQuery, cand: ImageCandidate, pools: list[SegmentPool | None], settings: Settings
+) -> Scored | None:
     """The exact score of an image without negative terms when its pool hits decide it, else None."""
     known, floors = cand.known, cand.floors
     if settings.weight_segment <= 0:
@@ -658,49 +780,87 @@ def _score_from_hits(parsed: ParsedQuery, cand: ImageCandidate, settings: Settin
     # a better segment outside the pool
     if parsed.relations or not all(v is not None and (f is None or v >= f) for v, f in zip(known, floors)):
         return None
-    segments = list({id(seg): seg for hits in cand.hits for seg, _ in hits}.values())
+    segments: dict[int, Segment] = {}  # by segment index: one segment may be hit by several phrases
+    found: list[tuple[int, int, float]] = []  # (segment index, phrase, similarity)
+    for i, (pool, hits) in enumerate(zip(pools, cand.hits)):
+        if pool is None or not len(hits):
+            continue
+        for seg, sim in zip(pool.segments(hits), pool.similarities[hits].tolist()):
+            segments.setdefault(seg.index, seg)
+            found.append((seg.index, i, sim))
     if not segments:  # an image without segments: its known scores are its whole image's, scored on a fetch
         return None
-    row = {id(seg): r for r, seg in enumerate(segments)}
+    row = {index: r for r, index in enumerate(segments)}
     sims = np.full((len(segments), len(parsed.phrases)), -np.inf)
-    for i, hits in enumerate(cand.hits):
-        for seg, sim in hits:
-            sims[row[id(seg)], i] = sim
-    scored = score_image(parsed, segments, sims, cand.image_sim, 0.0, settings)
+    for index, i, sim in found:
+        sims[row[index], i] = sim
+    scored = score_image(parsed, list(segments.values()), sims, cand.image_sim, 0.0, settings)
     # phrases that competed for one object chose among runner-ups, which may lie outside the pools
     return None if scored.separated else scored
 
 
 def _refine(
-    store: Store,
-    parsed: ParsedQuery,
-    vectors: QueryVectors,
-    settings: Settings,
-    candidates: list[ImageCandidate],
-    k: int,
+    store: Store, parsed: ParsedQuery, vectors: QueryVectors, settings: Settings, found: Bounded, k: int
 ) -> list[ImageCandidate]:
     """Stage 3: the top k candidates, all scored exactly. The best ceilings are scored from their pool hits
     where those decide them (no fetch; without negative terms, whose similarities need each image's own
     vector); then candidates whose bound could still reach the top k are fetched and scored, until the k
-    best ceilings are exact scores. Each round scores or tries at least one more candidate, so this ends."""
+    best ceilings are exact scores. Each round scores or tries at least one more candidate, so this ends.
+    Only the candidates it looks at are made into objects (`_Taken`): most of those found never are."""
     batch = max(4 * k, 32)
+    taken = _Taken(found)
     while True:
-        ordered = sorted(candidates, key=_by_ceiling)
-        waiting = [c for c in ordered[:k] if c.scored is None]
+        waiting = [c for c in taken.first(k) if c.scored is None]
         if not waiting:
-            return ordered[:k]
-        # only images that may reach the top are scored: most of those found never are
-        untried = [c for c in ordered[:batch] if c.scored is None and not c.hits_tried]
+            return taken.first(k)
+        untried = [c for c in taken.first(batch) if c.scored is None and not c.hits_tried]
         if untried and not vectors.negatives:
             for cand in untried:
                 cand.hits_tried = True
-                cand.scored = _score_from_hits(parsed, cand, settings)
+                cand.scored = _score_from_hits(parsed, cand, found.gathered.pools, settings)
             continue
-        exact = sorted((c.scored.fused for c in candidates if c.scored is not None), reverse=True)
+        exact = sorted((c.scored.fused for c in taken.candidates if c.scored is not None), reverse=True)
         kth = exact[k - 1] if len(exact) >= k else -np.inf
         # everything that could still reach the top k, in one fetch
-        todo = [c for c in ordered if c.scored is None and c.bound >= kth][:batch]
+        todo = taken.unscored_from(kth, batch)
         _score_fetched(store, parsed, vectors, settings, todo or waiting)
+
+
+class _Taken:
+    """The candidates `_refine` has looked at, made from Bounded's rows in bound order as it needs them. A
+    row not taken yet is unscored, so its ceiling is its bound, and rows come best bound first: those left
+    sort after every row taken, unless their key is lower, which `first` checks."""
+
+    def __init__(self, found: Bounded) -> None:
+        self.found = found
+        self.candidates: list[ImageCandidate] = []
+
+    def _take(self) -> None:
+        self.candidates.append(self.found.candidate(len(self.candidates)))
+
+    def _left(self) -> bool:
+        return len(self.candidates) < len(self.found.shas)
+
+    def first(self, n: int) -> list[ImageCandidate]:
+        """The n best ceilings among all candidates, taken or not."""
+        while len(self.candidates) < n and self._left():
+            self._take()
+        self.candidates.sort(key=_by_ceiling)
+        if self.candidates:
+            last = _by_ceiling(self.candidates[min(n, len(self.candidates)) - 1])
+            while self._left() and self.found.key(len(self.candidates)) < last:
+                self._take()
+            self.candidates.sort(key=_by_ceiling)
+        return self.candidates[:n]
+
+    def unscored_from(self, floor: float, n: int) -> list[ImageCandidate]:
+        """The first n unscored candidates by bound whose bound is at least `floor`."""
+        while self._left() and sum(c.scored is None for c in self.candidates) < n:
+            if not self.found.bounds[len(self.candidates)] >= floor:
+                break
+            self._take()
+        unscored = sorted((c for c in self.candidates if c.scored is None), key=_by_ceiling)
+        return [c for c in unscored if c.bound >= floor][:n]
 
 
 def _by_ceiling(cand: ImageCandidate) -> tuple[float, str]:

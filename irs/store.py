@@ -26,10 +26,10 @@ import numpy as np
 from irs.catalog import Catalog, DatabaseMissing, ManifestMismatch, StoreError
 from irs.locks import open_lock
 from irs.pipeline import chunks
-from irs.positions import Positions, PositionTable, has_deletion_counter, install_deletion_counter
+from irs.positions import Positions, PositionTable, SegmentPool, has_deletion_counter, install_deletion_counter
 from irs.records import EmbeddedImage, FileEntry, Segment, SegmentedImage
 from irs.settings import Settings
-from irs.vectors import SegmentHit, Vectors, segment_id
+from irs.vectors import Vectors, segment_id
 from irs.version import __version__
 
 log = logging.getLogger(__name__)
@@ -273,22 +273,18 @@ class Store:
             self._seen_deletions = positions.deletions
         return positions
 
-    def query_segments(self, vector: np.ndarray, n: int) -> tuple[list[SegmentHit], np.ndarray]:
-        """The n segments nearest to `vector`, best first, with positions from memory (no masks), and the
-        similarities of all Chroma returned. A segment the catalog does not list (its rows not yet written,
-        or a stray vector) is left out of the hits."""
+    def query_segments(self, vector: np.ndarray, n: int) -> SegmentPool:
+        """The n segments nearest to `vector`, best first, with positions from memory (no masks). A segment
+        the catalog does not list (its rows not yet written, or a stray vector) is left out of the hits, and
+        counted in `returned`."""
         ids, sims = self.vectors.segment_neighbours(vector, n)
-        if not ids:
-            return [], sims
         positions = self.current_positions()
         rows = positions.rows(ids)
         if (rows < 0).any():  # written after this snapshot was taken? read the catalog once more
             positions = self.current_positions()
             rows = positions.rows(ids)
-        known = np.flatnonzero(rows >= 0)
-        segments = positions.segments(rows[known])
-        hits = [SegmentHit(ids[i].rpartition(":")[0], seg, float(sims[i])) for i, seg in zip(known.tolist(), segments)]
-        return hits, sims
+        known = rows >= 0
+        return SegmentPool(positions, rows[known], sims[known], sims)
 
     def segment_vectors(self, shas: list[str]) -> Iterator[tuple[str, Segment, np.ndarray]]:
         """Every stored segment of the given images with its vector (for rescoring a few candidates)."""

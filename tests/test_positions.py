@@ -93,3 +93,23 @@ def test_image_spans_are_the_rows_of_each_image(index, scenes_folder):
         assert sorted(range(start, end)) == [r for r, key in enumerate(table.keys) if key >> IDX_BITS == number]
     assert ends[-2] == starts[-2]
     assert sum((ends - starts)[:-2]) == len(table.keys)  # every row belongs to one image
+
+
+def test_a_segment_pool_groups_its_hits_by_image_best_first_and_leaves_out_unlisted_segments(index, scenes_folder):
+    index.add_folder(scenes_folder)
+    vector = index.embedder.texts(["a red circle"])[0]
+    pool = index.store.query_segments(vector, 50)
+    ids, sims = index.store.vectors.segment_neighbours(vector, 50)
+    assert np.array_equal(pool.returned, sims) and len(pool.rows) == len(ids)  # every one listed here
+    shas, groups = pool.by_image()
+    assert sorted(shas) == sorted({i.rpartition(":")[0] for i in ids}) and len(set(shas)) == len(shas)
+    for sha, hits in zip(shas, groups):
+        expected = [int(i.rpartition(":")[2]) for i in ids if i.startswith(sha)]  # best first, as Chroma answered
+        assert [s.index for s in pool.segments(hits)] == expected
+        assert list(pool.similarities[hits]) == sorted(pool.similarities[hits], reverse=True)
+    # a vector whose catalog rows are gone (a stray vector) is not a hit, but still counts in `returned`
+    gone = shas[0]
+    with index.catalog.transaction() as sql:
+        sql.execute("DELETE FROM segments WHERE sha256=?", (gone,))
+    again = index.store.query_segments(vector, 50)
+    assert gone not in again.by_image()[0] and len(again.returned) == len(sims)

@@ -1,5 +1,7 @@
 """Ranking: the fused score, the top k exact even when candidates come from small pools."""
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -9,7 +11,7 @@ from irs.index import Index
 from irs.models import WeightsError
 from irs.query import parse_query
 from irs.records import Segment
-from irs.search import embed_query, rank, scan, score_image, soft_and
+from irs.search import VectorQueries, embed_query, rank, scan, score_image, soft_and
 from irs.segment import make_segmenter
 from irs.synthetic import write_folder
 
@@ -135,11 +137,83 @@ def test_two_phrases_never_share_one_object(test_settings):
     assert [m.segment for m in alone.matches] == [circle, circle] and alone.fused == pytest.approx(0.85)
 
 
-def test_rank_and_search_agree(scenes_index):
-    text = "a red circle left of a blue square"
-    parsed = parse_query(text)
-    direct = rank(scenes_index.store, parsed, embed_query(scenes_index.embedder, parsed), 3, scenes_index.settings)
-    assert [(r.sha256, r.score) for r in direct] == [(r.sha256, r.score) for r in scenes_index.search(text, k=3)]
+@pytest.mark.parametrize("text_dtype", ["float32", "int8"])
+def test_search_with_early_vector_queries_agrees_with_rank_and_asks_chroma_once(scenes_index, text_dtype, request):
+    """Index.search starts each vector query as soon as its text is encoded (texts one at a time with int8
+    queries, in one batch otherwise): the same results as embedding first and ranking after, with every
+    query asked of Chroma once, and no thread left running."""
+    index = Index(scenes_index.settings.replace(text_dtype=text_dtype))
+    request.addfinalizer(index.close)
+    asked = []
+    vectors, store = index.store.vectors, index.store
+    query_images, query_segments = vectors.query_images, store.query_segments
+    vectors.query_images = lambda v, n: asked.append(("images", v.tobytes(), n)) or query_images(v, n)
+    store.query_segments = lambda v, n: asked.append(("segments", v.tobytes(), n)) or query_segments(v, n)
+    threads = threading.active_count()
+    for text in QUERIES:
+        parsed = parse_query(text)
+        direct = rank(store, parsed, embed_query(index.embedder, parsed), 3, index.settings)
+        asked.clear()
+        got = index.search(text, k=3)
+        assert [(r.sha256, r.score) for r in got] == [(r.sha256, r.score) for r in direct], text
+        assert len(asked) == len(set(asked)) == len(parse_query(text).phrases or [text]) + 1, text
+    assert threading.active_count() == threads
+
+
+def test_with_int8_queries_each_vector_query_starts_before_the_next_text_is_encoded(scenes_index, monkeypatch):
+    index = Index(scenes_index.settings.replace(text_dtype="int8"))
+    events = []
+    texts, start = index.embedder.texts, VectorQueries.start
+    monkeypatch.setattr(index.embedder, "texts", lambda batch: events.append(("encode", *batch)) or texts(batch))
+    monkeypatch.setattr(
+        VectorQueries, "start", lambda self, kind, *a: events.append(("start", kind)) or start(self, kind, *a)
+    )
+    try:
+        index.search("a red circle left of a blue square", k=3)
+    finally:
+        index.close()
+    assert events[:6] == [
+        ("encode", "a red circle"),
+        ("start", "segments"),
+        ("encode", "a blue square"),
+        ("start", "segments"),
+        ("encode", "a red circle left of a blue square"),
+        ("start", "images"),
+    ]
+
+
+def test_a_pool_that_did_not_grow_is_not_asked_again(scenes_index, monkeypatch):
+    """With a tiny image pool and a segment pool that holds every segment, only the image pool can grow: each
+    phrase's segment query is asked of Chroma once however many rounds the search takes (a 100-image demo
+    collection: the second round would ask for the same thousands of segments again)."""
+    asked = []
+    query_segments = scenes_index.store.query_segments
+    monkeypatch.setattr(scenes_index.store, "query_segments", lambda v, n: asked.append(n) or query_segments(v, n))
+    settings = scenes_index.settings.replace(image_pool=1, segment_pool=100_000, weight_image=0.9, weight_segment=0.1)
+    parsed, trace = parse_query("a red circle left of a blue square"), {}
+    vectors = embed_query(scenes_index.embedder, parsed)
+    rank(scenes_index.store, parsed, vectors, 4, settings, trace)
+    assert trace["rounds"] > 1 and trace["image_pool"] > 1
+    assert len(asked) == 2  # one per phrase
+
+
+def test_a_failing_early_vector_query_fails_the_search_with_its_own_error(scenes_index):
+    def broken(vector, n):
+        raise RuntimeError("Chroma is gone")
+
+    scenes_index.store.query_segments = broken
+    with pytest.raises(RuntimeError, match="Chroma is gone"):
+        scenes_index.search("a red circle on the left", k=3)
+
+
+def test_embed_query_reports_each_vector_as_soon_as_it_is_known(scenes_index):
+    parsed = parse_query("a red circle left of a blue square -green")
+    ready = []
+    vectors = embed_query(scenes_index.embedder, parsed, lambda vector, phrase: ready.append((phrase, vector)))
+    assert [phrase for phrase, _ in ready] == [0, 1, None]  # the phrases' vectors first, the whole query's last
+    assert all(np.array_equal(v, w) for (_, v), w in zip(ready, [*vectors.phrases, vectors.whole]))
+    again = embed_query(scenes_index.embedder, parsed)
+    assert np.array_equal(again.whole, vectors.whole) and len(again.negatives) == 1
 
 
 def test_whole_image_mode_ignores_segments(index, scenes_folder):
