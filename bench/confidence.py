@@ -212,8 +212,8 @@ def index_typical(index: Index, phrase: str) -> float:
     key = (id(index), phrase)
     if key not in _typical_cache:
         vec = index.embedder.texts([phrase])[0]
-        sims = [h.similarity for h in index.store.vectors.query_segments(vec, index.settings.segment_pool)]
-        _typical_cache[key] = float(np.median(sims)) if sims else float("nan")
+        sims = index.store.query_segments(vec, index.settings.segment_pool).returned  # as irs.search reads it
+        _typical_cache[key] = float(np.median(sims)) if len(sims) else float("nan")
     return _typical_cache[key]
 
 

@@ -810,9 +810,10 @@ def _refine(
     batch = max(4 * k, 32)
     taken = _Taken(found)
     while True:
-        waiting = [c for c in taken.first(k) if c.scored is None]
+        top = taken.first(k)
+        waiting = [c for c in top if c.scored is None]
         if not waiting:
-            return taken.first(k)
+            return top
         untried = [c for c in taken.first(batch) if c.scored is None and not c.hits_tried]
         if untried and not vectors.negatives:
             for cand in untried:
@@ -855,8 +856,9 @@ class _Taken:
 
     def unscored_from(self, floor: float, n: int) -> list[ImageCandidate]:
         """The first n unscored candidates by bound whose bound is at least `floor`."""
-        while self._left() and sum(c.scored is None for c in self.candidates) < n:
-            if not self.found.bounds[len(self.candidates)] >= floor:
+        # rows come best bound first: once one is below floor, so are the rest
+        while self._left() and self.found.bounds[len(self.candidates)] >= floor:
+            if sum(c.scored is None for c in self.candidates) >= n:
                 break
             self._take()
         unscored = sorted((c for c in self.candidates if c.scored is None), key=_by_ceiling)

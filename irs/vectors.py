@@ -13,7 +13,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,15 +27,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SEGMENT_CACHE = 20_000  # images whose segment vectors stay in memory for rescoring (LRU)
-
-
-@dataclass(frozen=True)
-class SegmentHit:
-    """A segment returned by a vector query, with its similarity to the query."""
-
-    sha256: str
-    segment: Segment
-    similarity: float
 
 
 def segment_id(sha: str, idx: int) -> str:
@@ -191,16 +181,6 @@ class Vectors:
             return {}
         res = self._query(self.images, vector, n, ["distances"])
         return {i: 1.0 - d for i, d in zip(res["ids"][0], res["distances"][0])}
-
-    def query_segments(self, vector: np.ndarray, n: int) -> list[SegmentHit]:
-        """Nearest segments, with their positions (no masks), best first."""
-        if n <= 0:
-            return []
-        res = self._query(self.segments, vector, n, ["distances", "metadatas"])
-        return [
-            SegmentHit(meta["image"], segment_from_metadata(meta), 1.0 - d)
-            for meta, d in zip(res["metadatas"][0], res["distances"][0])
-        ]
 
     def image_vectors(self, shas: list[str]) -> dict[str, np.ndarray]:
         """sha256 -> whole-image vector, for the images that have one."""

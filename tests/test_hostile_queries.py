@@ -187,7 +187,7 @@ def test_k_below_one_is_refused(indexed, k, message):
 @pytest.mark.parametrize("k", [10**9, 2**40, 1e9])
 def test_a_huge_k_is_capped_at_the_collection(indexed, monkeypatch, k):
     asked = []
-    for name in ("query_images", "query_segments"):
+    for name in ("query_images", "segment_neighbours"):  # what irs asks Chroma for
         real = getattr(indexed.store.vectors, name)
         monkeypatch.setattr(indexed.store.vectors, name, lambda vec, n, real=real: asked.append(n) or real(vec, n))
     results = search_checked(indexed, "a red circle left of a blue square", k)
